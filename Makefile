@@ -1,0 +1,44 @@
+# One venv for development and CI; the images install their own pinned requirements.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+LOCK := requirements/constraints.txt
+REQS := $(LOCK) requirements/dev.txt infra/requirements.txt \
+        training_image/requirements.txt serving_image/requirements.txt
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test lint format demo plan bench clean
+
+setup: $(STAMP)
+
+# torch first, from the CPU wheel and pinned by the lock, so no resolve can pull a CUDA build.
+$(STAMP): $(REQS)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q -c $(LOCK) torch==2.13.0
+	$(PIP) install -q -c $(LOCK) -r requirements/dev.txt
+	touch $@
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(VENV)/bin/hadolint training_image/Dockerfile serving_image/Dockerfile
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+test: lint
+	$(PY) -m pytest
+
+demo: setup
+	$(PY) scripts/demo.py
+
+plan: setup
+	$(PY) scripts/plan.py
+
+bench: setup
+	$(PY) bench/train_throughput.py
+	$(PY) bench/serve_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
