@@ -1,0 +1,1 @@
+"""Phi-3 fine-tuning trainer: ``python -m phi3_trainer --help``."""

@@ -1,0 +1,160 @@
+"""Command-line and YAML configuration, parsed the way TRL's own scripts do it.
+
+Two dataclasses: :class:`ScriptArguments` (what to train on, LoRA, resume, data policy) and
+:class:`TrainerConfig`, TRL's ``SFTConfig`` with defaults for Phi-3-mini on one A100 80GB. Every
+``SFTConfig``/``TrainingArguments`` field stays a flag; ``--config FILE.yaml`` sets any of them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from trl.scripts.utils import TrlParser
+from trl.trainer.sft_config import SFTConfig
+
+# Phi-3 fuses q/k/v and gate/up into single projections; these are its four linear module names.
+PHI3_LORA_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+
+
+@dataclass
+class ScriptArguments:
+    train_file: str = field(
+        metadata={"help": "Training data: chat JSONL, one {'messages': [...]}."}
+    )
+    model_name_or_path: str = field(
+        default="microsoft/Phi-3-mini-4k-instruct",
+        metadata={"help": "Hub id or local folder of a Phi-3 / Phi-3.5 model."},
+    )
+    validation_file: str | None = field(
+        default=None,
+        metadata={"help": "Validation chat JSONL; when absent a seeded split is used."},
+    )
+    validation_split: float = field(
+        default=0.1,
+        metadata={
+            "help": "Fraction of the training file held out for evaluation when no validation file "
+            "is given (shuffled with --seed); 0 disables evaluation."
+        },
+    )
+    on_invalid: Literal["fail", "drop"] = field(
+        default="fail",
+        metadata={
+            "help": "Invalid or too-long examples: report and stop, or report and drop them."
+        },
+    )
+    unknown_chat_template: Literal["fail", "train_on_all_tokens"] = field(
+        default="fail",
+        metadata={
+            "help": "A chat template without {% generation %} markers that is not a stock "
+            "Phi-3 one: stop, or fall back to loss on every token."
+        },
+    )
+    resume: str = field(
+        default="auto",
+        metadata={
+            "help": "'auto': continue from the newest complete checkpoint in --output_dir if any; "
+            "'never': start afresh; or a checkpoint folder."
+        },
+    )
+    use_lora: bool = field(
+        default=True, metadata={"help": "LoRA fine-tuning; --use_lora false for full fine-tuning."}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(PHI3_LORA_TARGETS),
+        metadata={"help": "Modules LoRA adapts (Phi-3's fused projections by default)."},
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without a lower eval loss."},
+    )
+    merge_output: bool = field(
+        default=True,
+        metadata={"help": "Write merged/: the full model in safetensors with the tokenizer."},
+    )
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "Attention kernel, e.g. sdpa or flash_attention_2."}
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.validation_split < 1:
+            raise ValueError(f"--validation_split must be in [0, 1), got {self.validation_split}")
+        if self.lora_r < 1:
+            raise ValueError(f"--lora_r must be at least 1, got {self.lora_r}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(
+                f"--early_stopping_patience must be at least 1, got {self.early_stopping_patience}"
+            )
+
+
+@dataclass
+class TrainerConfig(SFTConfig):
+    """``SFTConfig`` with defaults for Phi-3-mini (3.8B) LoRA on one A100 80GB."""
+
+    output_dir: str | None = field(
+        default="outputs", metadata={"help": "Checkpoints, adapter, merged model and records."}
+    )
+    max_length: int | None = field(default=2048, metadata={"help": "Tokens per packed sequence."})
+    packing: bool = field(default=True, metadata={"help": "Pack examples (padding-free)."})
+    assistant_only_loss: bool = field(
+        default=True, metadata={"help": "Compute the loss on assistant tokens only."}
+    )
+    learning_rate: float = field(
+        default=2e-4, metadata={"help": "Peak learning rate (use about 1e-5 for full fine-tuning)."}
+    )
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Scheduler type."})
+    warmup_steps: float = field(
+        default=0.03, metadata={"help": "Warm-up steps; below 1, a fraction of all steps."}
+    )
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the data."})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "Sequences per step."})
+    per_device_eval_batch_size: int = field(
+        default=4, metadata={"help": "Sequences per eval step."}
+    )
+    gradient_accumulation_steps: int = field(default=4, metadata={"help": "Steps per update."})
+    gradient_checkpointing: bool = field(
+        default=True, metadata={"help": "Recompute activations to save memory."}
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={"help": "bf16 mixed precision; default: on where the GPU supports it."},
+    )
+    eval_strategy: str = field(
+        default="epoch", metadata={"help": "When to evaluate (off without validation data)."}
+    )
+    save_strategy: str = field(default="steps", metadata={"help": "When to checkpoint."})
+    save_steps: float = field(default=200, metadata={"help": "Checkpoint every N steps."})
+    save_total_limit: int | None = field(default=3, metadata={"help": "Checkpoints kept."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    include_num_input_tokens_seen: str = field(
+        default="non_padding", metadata={"help": "Count tokens seen: all, non_padding or no."}
+    )
+    report_to: str | list[str] | None = field(
+        default=None,
+        metadata={"help": "Trackers; default: mlflow when MLFLOW_TRACKING_URI is set, else none."},
+    )
+
+    def __post_init__(self) -> None:
+        import torch
+
+        if self.report_to is None:
+            self.report_to = "mlflow" if os.environ.get("MLFLOW_TRACKING_URI") else "none"
+        if self.bf16 is None:
+            cuda = torch.cuda.is_available()
+            self.bf16 = cuda and torch.cuda.is_bf16_supported() and not self.fp16
+            self.fp16 = self.fp16 or (cuda and not self.bf16)
+        super().__post_init__()
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((ScriptArguments, TrainerConfig), prog="python -m phi3_trainer")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, TrainerConfig]:
+    """Flags, with ``--config FILE.yaml`` for defaults (flags given on the command line win)."""
+    script_args, training_args = make_parser().parse_args_and_config(args=argv)
+    return script_args, training_args
