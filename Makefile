@@ -6,16 +6,26 @@ LOCK := requirements/constraints.txt
 REQS := $(LOCK) requirements/dev.txt infra/requirements.txt \
         training_image/requirements.txt serving_image/requirements.txt
 STAMP := $(VENV)/.installed
+# Prompt flow pins starlette/pandas below the server's stack: it gets a venv of its own.
+PF_VENV ?= .venv-promptflow
+PF_STAMP := $(PF_VENV)/.installed
+PF_REQS := scripts/promptflow_chat/requirements.txt scripts/promptflow_chat/constraints.txt
 
 .PHONY: setup test lint format demo plan bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(PF_STAMP)
 
 # torch first, from the CPU wheel and pinned by the lock, so no resolve can pull a CUDA build.
 $(STAMP): $(REQS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -c $(LOCK) torch==2.13.0
 	$(PIP) install -q -c $(LOCK) -r requirements/dev.txt
+	touch $@
+
+$(PF_STAMP): $(PF_REQS)
+	test -x $(PF_VENV)/bin/python || python3 -m venv $(PF_VENV)
+	$(PF_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+		-c scripts/promptflow_chat/constraints.txt -r scripts/promptflow_chat/requirements.txt
 	touch $@
 
 lint: setup
@@ -41,4 +51,4 @@ bench: setup
 	$(PY) bench/serve_throughput.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(PF_VENV) .pytest_cache .ruff_cache .mypy_cache
