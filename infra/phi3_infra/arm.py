@@ -1,0 +1,227 @@
+"""A small Azure Resource Manager client on azure-core's pipeline.
+
+One client for every ARM call the project makes outside Pulumi (preflight checks, job polling,
+purges): bearer-token auth from any azure-identity credential, retries on 429/5xx that honour
+Retry-After, a timeout on every call, `nextLink` paging, and typed errors so callers can tell
+"not allowed" from "not there" from "Azure is busy".
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from azure.core import PipelineClient
+from azure.core.credentials import AccessToken, TokenCredential
+from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.core.pipeline.policies import (
+    BearerTokenCredentialPolicy,
+    HttpLoggingPolicy,
+    RequestIdPolicy,
+    RetryPolicy,
+    UserAgentPolicy,
+)
+from azure.core.pipeline.transport import RequestsTransport
+from azure.core.rest import HttpRequest, HttpResponse
+from urllib3.util.retry import Retry
+
+PUBLIC_CLOUD_ENDPOINT = "https://management.azure.com"
+ENDPOINT_ENV_VAR = "AZURE_RESOURCE_MANAGER_ENDPOINT"
+# Refresh a shared token this long before it expires so no request carries a stale one.
+_TOKEN_REFRESH_MARGIN_S = 300
+
+
+class ArmError(Exception):
+    """An ARM call failed; `status` is the HTTP status (None when no response came back)."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class ArmAuthError(ArmError):
+    """No token could be obtained, or ARM refused it (401) or the caller lacks a role (403)."""
+
+
+class ArmNotFoundError(ArmError):
+    """ARM answered 404: the resource, or the route in this cloud, does not exist."""
+
+
+class ArmThrottledError(ArmError):
+    """ARM still answered 429 after the retries."""
+
+
+class ArmUnavailableError(ArmError):
+    """ARM could not be reached, timed out, or still failed with 5xx after the retries."""
+
+
+class _SharedToken(TokenCredential):
+    """Caches one token across threads, so concurrent calls start a single sign-in, not one each."""
+
+    def __init__(self, credential: TokenCredential) -> None:
+        self._credential = credential
+        self._lock = threading.Lock()
+        self._tokens: dict[tuple[str, ...], AccessToken] = {}
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        with self._lock:
+            token = self._tokens.get(scopes)
+            if token is None or token.expires_on - time.time() < _TOKEN_REFRESH_MARGIN_S:
+                token = self._credential.get_token(*scopes, **kwargs)
+                self._tokens[scopes] = token
+            return token
+
+
+def _error_detail(response: HttpResponse) -> tuple[str, str]:
+    """ARM's `{"error": {"code", "message"}}` body, or the raw text when it is not that shape."""
+    try:
+        error = response.json().get("error", {})
+        return str(error.get("code", "")), str(error.get("message", ""))
+    except (ValueError, AttributeError):
+        return "", response.text()[:300]
+
+
+class ArmClient:
+    """Blocking ARM client; safe to share between threads.
+
+    `endpoint` is the cloud's ARM base URL (sovereign clouds, or a local fake in tests); the token
+    audience is `<endpoint>/.default` unless `audience` says otherwise. `timeout_s` bounds each
+    attempt (connect and read); `deadline_s` bounds a call including its retries.
+    """
+
+    def __init__(
+        self,
+        credential: TokenCredential,
+        *,
+        endpoint: str = PUBLIC_CLOUD_ENDPOINT,
+        audience: str | None = None,
+        timeout_s: float = 30.0,
+        deadline_s: float = 120.0,
+        retry_total: int = 4,
+        retry_backoff_s: float = 0.8,
+        retry_backoff_max_s: float = 30.0,
+        connection_verify: bool | str = True,
+        max_connections: int = 32,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._credential = _SharedToken(credential)
+        self._scope = audience or f"{self.endpoint}/.default"
+        self._timeout_s = timeout_s
+        session = requests.Session()
+        # Enough pooled connections for the preflight's fan-out; retries belong to azure-core.
+        adapter = requests.adapters.HTTPAdapter(
+            pool_maxsize=max_connections,
+            max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+        )
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        self._client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(
+            base_url=self.endpoint,
+            transport=RequestsTransport(session=session, connection_verify=connection_verify),
+            policies=[
+                RequestIdPolicy(),
+                UserAgentPolicy(sdk_moniker="phi3-infra-arm"),
+                RetryPolicy(
+                    retry_total=retry_total,
+                    retry_backoff_factor=retry_backoff_s,
+                    retry_backoff_max=retry_backoff_max_s,
+                    timeout=deadline_s,
+                ),
+                BearerTokenCredentialPolicy(self._credential, self._scope),
+                HttpLoggingPolicy(),
+            ],
+        )
+
+    def __enter__(self) -> ArmClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def authenticate(self) -> None:
+        """Obtain the token now, so a sign-in problem surfaces once, before any fan-out."""
+        try:
+            self._credential.get_token(self._scope)
+        except ClientAuthenticationError as exc:
+            raise ArmAuthError(f"could not get a token for {self._scope}: {exc.message}") from exc
+
+    def get_json(
+        self, path: str, api_version: str, params: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        response = self._send(
+            "GET", self._url(path), {"api-version": api_version, **(params or {})}
+        )
+        body: dict[str, Any] = response.json()
+        return body
+
+    def list_json(
+        self, path: str, api_version: str, params: Mapping[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a list operation, following `nextLink` from page to page."""
+        page = self.get_json(path, api_version, params)
+        yield from page.get("value", [])
+        while next_link := page.get("nextLink"):
+            page = self._send("GET", self._same_origin(next_link), {}).json()
+            yield from page.get("value", [])
+
+    def delete(self, path: str, api_version: str, params: Mapping[str, str] | None = None) -> int:
+        """Issue a DELETE; returns the status (200, 202 accepted, 204 already gone)."""
+        response = self._send(
+            "DELETE", self._url(path), {"api-version": api_version, **(params or {})}
+        )
+        return response.status_code
+
+    def _url(self, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError(f"ARM path must start with '/': {path!r}")
+        return self.endpoint + path
+
+    def _same_origin(self, url: str) -> str:
+        # The bearer token goes with every request: never follow a link to another host.
+        if urlsplit(url)[:2] != urlsplit(self.endpoint)[:2]:
+            raise ArmError(f"refusing nextLink outside {self.endpoint}: {url}")
+        return url
+
+    def _send(self, method: str, url: str, params: Mapping[str, str]) -> HttpResponse:
+        request = HttpRequest(method, url, params=dict(params))
+        where = f"{method} {urlsplit(url).path}"
+        try:
+            response = self._client.send_request(
+                request, connection_timeout=self._timeout_s, read_timeout=self._timeout_s
+            )
+        except ClientAuthenticationError as exc:
+            raise ArmAuthError(f"{where}: could not get a token: {exc.message}") from exc
+        except AzureError as exc:  # connection refused, TLS failure, timeouts
+            raise ArmUnavailableError(f"{where}: {exc.message}") from exc
+        status = response.status_code
+        if status < 400:
+            return response
+        code, detail = _error_detail(response)
+        message = f"{where} answered {status} {code}: {detail}".rstrip(": ")
+        if status in (401, 403):
+            raise ArmAuthError(message, status=status, code=code)
+        if status == 404:
+            raise ArmNotFoundError(message, status=status, code=code)
+        if status == 429:
+            raise ArmThrottledError(message, status=status, code=code)
+        if status >= 500:
+            raise ArmUnavailableError(message, status=status, code=code)
+        raise ArmError(message, status=status, code=code)
+
+
+def client_from_environment(endpoint: str | None = None, **options: Any) -> ArmClient:
+    """The client `pulumi up` and the CLIs use: DefaultAzureCredential (the same chain as
+    azure-native) against `endpoint`, else $AZURE_RESOURCE_MANAGER_ENDPOINT, else public Azure."""
+    from azure.identity import DefaultAzureCredential
+
+    base = endpoint or os.environ.get(ENDPOINT_ENV_VAR) or PUBLIC_CLOUD_ENDPOINT
+    return ArmClient(DefaultAzureCredential(), endpoint=base, **options)

@@ -1,0 +1,1 @@
+"""Fakes of external services, shared by the test folders."""

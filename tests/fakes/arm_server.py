@@ -1,0 +1,471 @@
+"""A local fake of the Azure Resource Manager routes the project calls, over real HTTPS.
+
+Shapes follow the azure-rest-api-specs examples (ML `usages` and `vmSizes`, resource providers,
+Key Vault `deletedVaults`); soft-deleted ML workspaces follow the `deletedWorkspaces` listing the
+portal uses. Each test scripts its own world: regions with sizes and quota, provider states,
+soft-deleted names, faults (429/500/401 for N calls or forever) and per-call latency. The server
+checks the bearer token, the subscription and the api-version like ARM does, and records every
+call. Later issues add routes with `FakeArm.route`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from azure.core.credentials import AccessToken
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000001"
+TOKEN = "fake-arm-access-token"
+
+# api-versions this fake accepts, per provider: real ARM answers 400 to one it does not know.
+API_VERSIONS = {
+    "Microsoft.MachineLearningServices": {"2024-10-01", "2025-06-01"},
+    "Microsoft.KeyVault": {"2023-07-01", "2024-11-01"},
+    "Microsoft.Resources": {"2021-04-01", "2022-09-01"},
+}
+
+
+class FixedToken:
+    """A TokenCredential handing out one token (the fake's by default); counts the sign-ins."""
+
+    def __init__(self, token: str = TOKEN) -> None:
+        self.token = token
+        self.requests = 0
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.requests += 1
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+@dataclass(frozen=True)
+class VmSize:
+    name: str
+    family: str  # as the vmSizes API spells it, e.g. "standardNCADSA100v4Family"
+    vcpus: int
+    gpus: int
+    low_priority_capable: bool = True
+    compute_types: tuple[str, ...] = ("AmlCompute", "ComputeInstance")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "vCPUs": self.vcpus,
+            "gpus": self.gpus,
+            "osVhdSizeMB": 1047552,
+            "maxResourceVolumeMB": 65536,
+            "memoryGB": float(self.vcpus * 9),
+            "lowPriorityCapable": self.low_priority_capable,
+            "premiumIO": True,
+            "supportedComputeTypes": list(self.compute_types),
+        }
+
+
+CATALOG = {
+    size.name: size
+    for size in (
+        VmSize("Standard_NC24ads_A100_v4", "standardNCADSA100v4Family", 24, 1),
+        VmSize("Standard_NC48ads_A100_v4", "standardNCADSA100v4Family", 48, 2),
+        VmSize("Standard_NC96ads_A100_v4", "standardNCADSA100v4Family", 96, 4),
+        VmSize("Standard_NC40ads_H100_v5", "standardNCadsH100v5Family", 40, 1),
+        VmSize("Standard_NC6s_v3", "standardNCSv3Family", 6, 1),
+        VmSize("Standard_E16s_v3", "standardESv3Family", 16, 0),
+        VmSize("Standard_DS3_v2", "standardDSv2Family", 4, 0),
+    )
+}
+
+STACK_PROVIDERS = (
+    "Microsoft.MachineLearningServices",
+    "Microsoft.Storage",
+    "Microsoft.KeyVault",
+    "Microsoft.ContainerRegistry",
+    "Microsoft.ManagedIdentity",
+    "Microsoft.Insights",
+    "Microsoft.OperationalInsights",
+    "Microsoft.Network",
+)
+
+
+def usage_family_label(family: str) -> str:
+    """The usages API's spelling of a family: standardNCSv3Family -> Standard NCSv3 Family."""
+    core = re.sub(r"(?i)^standard|family$", "", family)
+    return f"Standard {core} Family"
+
+
+@dataclass
+class Region:
+    sizes: list[VmSize]
+    family_dedicated: dict[str, tuple[int, int]]  # vmSizes family -> (used vCPUs, limit)
+    dedicated_total: tuple[int, int]
+    low_priority_total: tuple[int, int]
+
+    def usages(self, subscription: str) -> list[dict[str, Any]]:
+        sub = f"/subscriptions/{subscription}"
+        ml = "Microsoft.MachineLearningServices"
+
+        def row(kind: str, row_id: str, label: str, used: int, limit: int) -> dict[str, Any]:
+            return {
+                "id": row_id,
+                "type": f"{ml}/{kind}/usages",
+                "currentValue": used,
+                "limit": limit,
+                "name": {"value": label, "localizedValue": label},
+                "unit": "Count",
+            }
+
+        rows = [
+            row("totalCores", f"{sub}/usages", "Clusters", 3, 200),
+            row("dedicatedCores", f"{sub}/usages", "Total Cluster Dedicated Regional vCPUs",
+                *self.dedicated_total),
+            row("lowPriorityCores", f"{sub}/usages", "Total Cluster LowPriority Regional vCPUs",
+                *self.low_priority_total),
+        ]  # fmt: skip
+        for family, (used, limit) in self.family_dedicated.items():
+            label = usage_family_label(family)
+            for priority, values in (("Dedicated", (used, limit)), ("LowPriority", (0, -1))):
+                full = f"{label} Cluster {priority} vCPUs"
+                rows.append(
+                    row("vmFamily", f"{sub}/usages/{full.replace(' ', '_')}", full, *values)
+                )
+            # A workspace-level row with the same name and other numbers, as ARM returns them:
+            # the preflight must read the subscription-level row.
+            ws = f"{sub}/resourceGroups/other/providers/{ml}/workspaces/other-ws/usages/x"
+            rows.append(row("workspaces", ws, f"{label} Cluster Dedicated vCPUs", 0, limit + 1000))
+        return rows
+
+
+@dataclass
+class Fault:
+    status: int
+    remaining: int | None  # None: forever
+    retry_after: str | None
+    path_contains: str
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    status: int
+    started: float
+    finished: float
+
+
+Handler = Callable[["FakeArm", dict[str, list[str]], re.Match[str]], tuple[int, Any]]
+
+
+@dataclass
+class FakeArm:
+    subscription_id: str = SUBSCRIPTION_ID
+    token: str = TOKEN
+    latency_s: float = 0.0
+    page_size: int = 3
+    regions: dict[str, Region] = field(default_factory=dict)
+    providers: dict[str, str] = field(
+        default_factory=lambda: dict.fromkeys((*STACK_PROVIDERS, "Microsoft.Compute"), "Registered")
+    )
+    deleted_vaults: list[dict[str, Any]] = field(default_factory=list)
+    # None: the subscription has no `deletedWorkspaces` type, ARM answers 404.
+    deleted_workspaces: list[dict[str, Any]] | None = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    routes: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list)
+    url: str = ""
+    ca_file: Path | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        sub = r"/subscriptions/(?P<sub>[^/]+)"
+        ml = rf"{sub}/providers/Microsoft\.MachineLearningServices"
+        self.route("GET", rf"{sub}/providers", _list_providers)
+        self.route("GET", rf"{ml}/locations/(?P<loc>[^/]+)/vmSizes", _list_vm_sizes)
+        self.route("GET", rf"{ml}/locations/(?P<loc>[^/]+)/usages", _list_usages)
+        self.route("GET", rf"{ml}/deletedWorkspaces", _list_deleted_workspaces)
+        self.route(
+            "GET", rf"{sub}/providers/Microsoft\.KeyVault/deletedVaults", _list_deleted_vaults
+        )
+
+    # -- scripting -------------------------------------------------------------------------
+    def route(self, method: str, path_regex: str, handler: Handler) -> None:
+        self.routes.append((method, re.compile(path_regex + "$", re.IGNORECASE), handler))
+
+    def add_region(
+        self,
+        location: str,
+        sizes: tuple[str, ...] = tuple(CATALOG),
+        *,
+        quota: dict[str, tuple[int, int]] | None = None,
+        dedicated_total: tuple[int, int] = (0, 1000),
+        low_priority_total: tuple[int, int] = (0, 1000),
+    ) -> None:
+        """A region offering `sizes`; `quota` maps a vmSizes family to (used, limit) vCPUs."""
+        chosen = [CATALOG[name] for name in sizes]
+        families = dict.fromkeys(size.family for size in CATALOG.values())
+        family_quota = {family: (0, 0) for family in families} | (quota or {})
+        self.regions[location] = Region(chosen, family_quota, dedicated_total, low_priority_total)
+
+    def soft_delete_vault(
+        self, name: str, location: str, *, purge_protection: bool = False
+    ) -> None:
+        sub = f"/subscriptions/{self.subscription_id}"
+        self.deleted_vaults.append({
+            "id": f"{sub}/providers/Microsoft.KeyVault/locations/{location}/deletedVaults/{name}",
+            "name": name,
+            "type": "Microsoft.KeyVault/deletedVaults",
+            "properties": {
+                "vaultId": f"{sub}/resourceGroups/old/providers/Microsoft.KeyVault/vaults/{name}",
+                "location": location,
+                "deletionDate": "2026-11-18T10:00:00Z",
+                "scheduledPurgeDate": "2027-02-16T10:00:00Z",
+                "purgeProtectionEnabled": purge_protection,
+                "tags": {},
+            },
+        })  # fmt: skip
+
+    def soft_delete_workspace(self, name: str, resource_group: str, location: str) -> None:
+        assert self.deleted_workspaces is not None
+        ws_type = "Microsoft.MachineLearningServices/workspaces"
+        self.deleted_workspaces.append({
+            "id": f"/subscriptions/{self.subscription_id}/resourceGroups/{resource_group}"
+                  f"/providers/{ws_type}/{name}",
+            "name": name,
+            "type": ws_type,
+            "location": location,
+            "properties": {"softDeleteRetentionInDays": 14},
+        })  # fmt: skip
+
+    def fail(
+        self,
+        status: int,
+        *,
+        times: int | None = None,
+        retry_after: str | None = None,
+        path_contains: str = "",
+    ) -> None:
+        """Answer `status` to the next `times` matching calls (None: every call from now on)."""
+        self.faults.append(Fault(status, times, retry_after, path_contains))
+
+    def calls_to(self, path_contains: str) -> list[Call]:
+        return [call for call in self.calls if path_contains in call.path]
+
+    # -- serving ---------------------------------------------------------------------------
+    def take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.path_contains in path and fault.remaining != 0:
+                    if fault.remaining is not None:
+                        fault.remaining -= 1
+                    return fault
+        return None
+
+    def dispatch(self, method: str, raw_path: str, headers: Any) -> tuple[int, Any, dict[str, str]]:
+        url = urlsplit(raw_path)
+        query = parse_qs(url.query)
+        fault = self.take_fault(url.path)
+        if fault is not None:
+            extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            return fault.status, _error(f"Fault{fault.status}", "scripted fault"), extra
+        if headers.get("Authorization") != f"Bearer {self.token}":
+            return 401, _error("InvalidAuthenticationToken", "The access token is invalid."), {}
+        for route_method, pattern, handler in self.routes:
+            match = pattern.match(url.path)
+            if route_method != method or match is None:
+                continue
+            if match.groupdict().get("sub", self.subscription_id) != self.subscription_id:
+                return 404, _error("SubscriptionNotFound", "The subscription was not found."), {}
+            provider = re.search(r"/providers/([^/]+)", url.path)
+            namespace = provider.group(1) if provider else "Microsoft.Resources"
+            accepted = API_VERSIONS.get(namespace, API_VERSIONS["Microsoft.Resources"])
+            version = query.get("api-version", [""])[0]
+            if version not in accepted:
+                message = f"api-version '{version}' is not supported for {namespace}."
+                return 400, _error("InvalidApiVersionParameter", message), {}
+            status, body = handler(self, query, match)
+            return status, body, {}
+        return 404, _error("NotFound", f"No route for {method} {url.path}"), {}
+
+    @contextmanager
+    def serving(self, workdir: Path) -> Iterator[FakeArm]:
+        """Serve HTTPS on 127.0.0.1 with a throwaway CA written to `workdir/ca.pem`."""
+        cert, key, self.ca_file = _make_tls_files(workdir)
+        fake = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                started = time.perf_counter()
+                time.sleep(fake.latency_s)
+                status, body, headers = fake.dispatch(self.command, self.path, self.headers)
+                payload = json.dumps(body).encode() if body is not None else b""
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+                path = urlsplit(self.path).path
+                with fake._lock:
+                    fake.calls.append(
+                        Call(self.command, path, status, started, time.perf_counter())
+                    )
+
+            do_GET = do_DELETE = do_PUT = do_POST = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        server.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        self.url = f"https://127.0.0.1:{server.server_address[1]}"
+        try:
+            yield self
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _region(fake: FakeArm, location: str) -> Region | None:
+    return fake.regions.get(location.lower())
+
+
+def _no_region(location: str) -> tuple[int, Any]:
+    message = f"The location '{location}' is not available for resource type 'locations/usages'."
+    return 400, _error("LocationNotAvailableForResourceType", message)
+
+
+def _list_vm_sizes(fake: FakeArm, query: dict[str, list[str]], m: re.Match[str]) -> tuple[int, Any]:
+    region = _region(fake, m["loc"])
+    if region is None:
+        return _no_region(m["loc"])
+    return 200, {"value": [size.to_json() for size in region.sizes]}
+
+
+def _list_usages(fake: FakeArm, query: dict[str, list[str]], m: re.Match[str]) -> tuple[int, Any]:
+    region = _region(fake, m["loc"])
+    if region is None:
+        return _no_region(m["loc"])
+    return 200, {"value": region.usages(fake.subscription_id)}
+
+
+def _list_providers(
+    fake: FakeArm, query: dict[str, list[str]], m: re.Match[str]
+) -> tuple[int, Any]:
+    sub = f"/subscriptions/{fake.subscription_id}"
+    items = [
+        {
+            "id": f"{sub}/providers/{namespace}",
+            "namespace": namespace,
+            "registrationState": state,
+            "registrationPolicy": "RegistrationRequired",
+            "resourceTypes": [],
+        }
+        for namespace, state in fake.providers.items()
+    ]
+    start = int(query.get("$skiptoken", ["0"])[0])
+    body: dict[str, Any] = {"value": items[start : start + fake.page_size]}
+    if start + fake.page_size < len(items):
+        params = {"api-version": query["api-version"][0], "$skiptoken": start + fake.page_size}
+        body["nextLink"] = f"{fake.url}{sub}/providers?{urlencode(params)}"
+    return 200, body
+
+
+def _list_deleted_vaults(
+    fake: FakeArm, query: dict[str, list[str]], m: re.Match[str]
+) -> tuple[int, Any]:
+    return 200, {"value": fake.deleted_vaults}
+
+
+def _list_deleted_workspaces(
+    fake: FakeArm, query: dict[str, list[str]], m: re.Match[str]
+) -> tuple[int, Any]:
+    if fake.deleted_workspaces is None:
+        message = "The resource type 'deletedWorkspaces' could not be found."
+        return 404, _error("InvalidResourceType", message)
+    return 200, {"value": fake.deleted_workspaces}
+
+
+def _make_tls_files(workdir: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-arm test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    ca_file, cert_file, key_file = workdir / "ca.pem", workdir / "cert.pem", workdir / "key.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file, ca_file
