@@ -1,0 +1,229 @@
+"""Run the real program under Pulumi's mocks: no CLI, no credentials, no Azure.
+
+Shared by `scripts/plan.py` and the tests. The mocks answer like ARM would for the fields the
+program reads back (ids, names, principal ids, login servers); everything else echoes the inputs,
+so the recorded resources show exactly what `pulumi up` would send.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
+
+PROJECT = "phi3-foundry"
+SUBSCRIPTION_ID = "00000000-0000-4000-8000-000000000001"
+TENANT_ID = "00000000-0000-4000-8000-000000000002"
+CLIENT_OBJECT_ID = "00000000-0000-4000-8000-000000000003"
+_MOCK_NAMESPACE = uuid.UUID("1e6b7e0e-3c55-4d1c-9a8e-0c5f1f4b7a10")
+
+# azure-native token -> (ARM resource type, input that holds the Azure name).
+ARM_TYPES: Mapping[str, tuple[str, str]] = {
+    "azure-native:resources:ResourceGroup": (
+        "Microsoft.Resources/resourceGroups",
+        "resourceGroupName",
+    ),
+    "azure-native:storage:StorageAccount": ("Microsoft.Storage/storageAccounts", "accountName"),
+    "azure-native:keyvault:Vault": ("Microsoft.KeyVault/vaults", "vaultName"),
+    "azure-native:containerregistry:Registry": (
+        "Microsoft.ContainerRegistry/registries",
+        "registryName",
+    ),
+    "azure-native:operationalinsights:Workspace": (
+        "Microsoft.OperationalInsights/workspaces",
+        "workspaceName",
+    ),
+    "azure-native:applicationinsights:Component": ("Microsoft.Insights/components", "resourceName"),
+    "azure-native:machinelearningservices:Workspace": (
+        "Microsoft.MachineLearningServices/workspaces",
+        "workspaceName",
+    ),
+    "azure-native:managedidentity:UserAssignedIdentity": (
+        "Microsoft.ManagedIdentity/userAssignedIdentities",
+        "resourceName",
+    ),
+    "azure-native:authorization:RoleAssignment": (
+        "Microsoft.Authorization/roleAssignments",
+        "roleAssignmentName",
+    ),
+}
+
+
+def _guid(*parts: str) -> str:
+    return str(uuid.uuid5(_MOCK_NAMESPACE, "|".join(parts)))
+
+
+def _arm_id(token: str, name: str, inputs: Mapping[str, Any]) -> str:
+    arm_type, _ = ARM_TYPES.get(token, (f"Mock.{token.split(':')[1]}/{token.split(':')[-1]}", ""))
+    if token == "azure-native:resources:ResourceGroup":
+        return f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{name}"
+    if token == "azure-native:authorization:RoleAssignment":
+        return f"{inputs['scope']}/providers/{arm_type}/{name}"
+    group = inputs.get("resourceGroupName", "unknown-group")
+    return f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{group}/providers/{arm_type}/{name}"
+
+
+def _identity_output(identity: Mapping[str, Any], arm_id: str) -> dict[str, Any]:
+    """Managed identity block as ARM returns it: principal ids, and user identities as a map."""
+    result: dict[str, Any] = {"type": identity["type"]}
+    if "SystemAssigned" in identity["type"]:
+        result |= {"principalId": _guid(arm_id, "system"), "tenantId": TENANT_ID}
+    user_ids = identity.get("userAssignedIdentities") or []
+    if user_ids:
+        result["userAssignedIdentities"] = {
+            user_id: {"principalId": _guid(user_id, "principal"), "clientId": _guid(user_id)}
+            for user_id in user_ids
+        }
+    return result
+
+
+class AzureMocks(Mocks):
+    """Echo inputs and add the read-only outputs ARM would compute."""
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if not args.typ.startswith("azure-native:"):
+            return None, dict(args.inputs)
+        _, name_key = ARM_TYPES.get(args.typ, ("", ""))
+        name = args.inputs.get(name_key) or args.name
+        arm_id = _arm_id(args.typ, name, args.inputs)
+        state = dict(args.inputs) | {"name": name, "id": arm_id}
+        if "identity" in args.inputs:
+            state["identity"] = _identity_output(args.inputs["identity"], arm_id)
+        if args.typ == "azure-native:managedidentity:UserAssignedIdentity":
+            state |= {
+                "principalId": _guid(arm_id, "principal"),
+                "clientId": _guid(arm_id),
+                "tenantId": TENANT_ID,
+            }
+        if args.typ == "azure-native:containerregistry:Registry":
+            state["loginServer"] = f"{name}.azurecr.io"
+        return arm_id, state
+
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        if args.token == "azure-native:authorization:getClientConfig":
+            return {
+                "clientId": _guid("client"),
+                "objectId": CLIENT_OBJECT_ID,
+                "subscriptionId": SUBSCRIPTION_ID,
+                "tenantId": TENANT_ID,
+            }, []
+        raise NotImplementedError(f"no offline answer for invoke {args.token}")
+
+
+@dataclass(frozen=True)
+class PlannedResource:
+    """One resource `pulumi up` would register, with the inputs it would send."""
+
+    type: str
+    name: str
+    urn: str
+    parent_urn: str
+    custom: bool
+    id: str | None
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+
+    @property
+    def azure_name(self) -> str | None:
+        return self.outputs.get("name") if self.custom else None
+
+
+class _RecordingMonitor(MockMonitor):
+    """MockMonitor that also remembers each resource's parent and inputs."""
+
+    def __init__(self, mocks: Mocks) -> None:
+        super().__init__(mocks)
+        self.parents: dict[str, str] = {}
+        self.requests: dict[str, tuple[str, str, bool, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = pulumi.runtime.rpc.deserialize_properties(request.object)
+            with self._lock:
+                self.parents[response.urn] = request.parent
+                self.requests[response.urn] = (request.type, request.name, request.custom, inputs)
+        return response
+
+
+@dataclass
+class OfflineRun:
+    resources: list[PlannedResource] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, token: str) -> list[PlannedResource]:
+        return [resource for resource in self.resources if resource.type == token]
+
+    def named(self, logical_name: str) -> PlannedResource:
+        (match,) = [resource for resource in self.resources if resource.name == logical_name]
+        return match
+
+
+def run_offline(
+    program: Callable[[], Mapping[str, Any]], config: Mapping[str, str], stack: str
+) -> OfflineRun:
+    """Run `program` (returning its stack outputs) under mocks with the given flat config."""
+    mocks = AzureMocks()
+    monitor = _RecordingMonitor(mocks)
+    # Drop the previous run's root stack so each run gets its own stack URN.
+    pulumi.runtime.reset_options(project=PROJECT, stack=stack)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config(dict(config))
+    run = OfflineRun()
+
+    def record_outputs(outputs: dict[str, Any]) -> None:
+        run.outputs.update(outputs)
+
+    @pulumi.runtime.test
+    def execute() -> pulumi.Output[None]:
+        return pulumi.Output.from_input(dict(program())).apply(record_outputs)
+
+    execute()
+    for urn, (typ, name, custom, inputs) in monitor.requests.items():
+        registration = monitor.resources.get(urn)
+        run.resources.append(
+            PlannedResource(
+                type=typ,
+                name=name,
+                urn=urn,
+                parent_urn=monitor.parents[urn],
+                custom=custom,
+                id=registration.id if registration else None,
+                inputs=inputs,
+                outputs=dict(registration.state) if registration else {},
+            )
+        )
+    return run
+
+
+def stack_file_config(path: Path, project: str = PROJECT) -> dict[str, str]:
+    """A `Pulumi.<stack>.yaml`'s config as the engine passes it: namespaced keys, text values."""
+    document = yaml.safe_load(path.read_text()) or {}
+    config = document.get("config") or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: 'config' must be a mapping of key to value")
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        full_key = key if ":" in key else f"{project}:{key}"
+        flat[full_key] = _config_text(value)
+    return flat
+
+
+def _config_text(value: Any) -> str:
+    """YAML scalars as the CLI passes them (`true`, `3`, `2027-01-31`), lists and maps as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=str)
+    return str(value)

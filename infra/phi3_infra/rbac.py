@@ -1,0 +1,63 @@
+"""Built-in Azure roles and role assignments with names known at plan time."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+
+import pulumi
+from pulumi_azure_native import authorization
+
+# Fixed namespace so assignment names stay stable across runs, machines and stacks.
+_ASSIGNMENT_NAMESPACE = uuid.UUID("5b0f3c2e-7d8a-4e61-9a51-2f3c6d0b9e47")
+
+
+class BuiltInRole(StrEnum):
+    """Built-in role definition GUIDs (the same in every tenant)."""
+
+    CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
+    STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
+    STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+    STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR = "69566ab7-960f-475b-8e7c-b3118f30c6bd"
+    ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+
+
+def assignment_name(scope_name: str, role: BuiltInRole, principal_role: str) -> str:
+    """uuid5 of what the assignment means, so a re-run addresses the same assignment.
+
+    ARM ids are unknown at plan time, so the scope is identified by its deterministic Azure name
+    (which already carries the stack's hash) and the principal by its role in this stack.
+    """
+    return str(uuid.uuid5(_ASSIGNMENT_NAMESPACE, f"{scope_name}|{role.value}|{principal_role}"))
+
+
+def role_definition_id(subscription_id: pulumi.Input[str], role: BuiltInRole) -> pulumi.Output[str]:
+    return pulumi.Output.concat(
+        "/subscriptions/",
+        subscription_id,
+        "/providers/Microsoft.Authorization/roleDefinitions/",
+        role.value,
+    )
+
+
+def assign_role(
+    *,
+    scope_name: str,
+    scope_id: pulumi.Input[str],
+    role: BuiltInRole,
+    principal_role: str,
+    principal_id: pulumi.Input[str],
+    subscription_id: pulumi.Input[str],
+    parent: pulumi.Resource,
+) -> authorization.RoleAssignment:
+    """Assign `role` on `scope_id` to a managed identity's service principal."""
+    return authorization.RoleAssignment(
+        f"{principal_role}-{role.name.lower().replace('_', '-')}",
+        role_assignment_name=assignment_name(scope_name, role, principal_role),
+        scope=scope_id,
+        role_definition_id=role_definition_id(subscription_id, role),
+        principal_id=principal_id,
+        # A fresh identity may not have replicated yet; the type lets ARM skip the directory lookup.
+        principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )

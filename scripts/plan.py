@@ -1,0 +1,206 @@
+"""Offline plan: what `pulumi up` would create for an example stack, without Azure or the CLI.
+
+    python scripts/plan.py                     # every Pulumi.<stack>.yaml at the repo root
+    python scripts/plan.py --stack eastus2 --json
+
+Runs the real program (phi3_infra.program.build_stack) under Pulumi's mocks, then prints every
+resource with its Azure name, location, key security settings, each role assignment as
+role -> scope, and the security policy results. Exit status 1 when a policy fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "infra"))
+
+from phi3_infra.config import ConfigError  # noqa: E402
+from phi3_infra.offline import OfflineRun, PlannedResource, run_offline, stack_file_config  # noqa: E402
+from phi3_infra.policies import Violation, check_all, validation_args  # noqa: E402
+from phi3_infra.program import build_stack  # noqa: E402
+from phi3_infra.rbac import BuiltInRole  # noqa: E402
+
+# Settings worth seeing per type (dotted paths into the inputs); everything else is in --json.
+KEY_PROPERTIES: Mapping[str, tuple[str, ...]] = {
+    "azure-native:storage:StorageAccount": (
+        "kind",
+        "sku.name",
+        "enableHttpsTrafficOnly",
+        "minimumTlsVersion",
+        "allowBlobPublicAccess",
+        "allowSharedKeyAccess",
+        "defaultToOAuthAuthentication",
+    ),
+    "azure-native:keyvault:Vault": (
+        "properties.enableRbacAuthorization",
+        "properties.enableSoftDelete",
+        "properties.softDeleteRetentionInDays",
+        "properties.enablePurgeProtection",
+    ),
+    "azure-native:containerregistry:Registry": (
+        "sku.name",
+        "adminUserEnabled",
+        "anonymousPullEnabled",
+    ),
+    "azure-native:operationalinsights:Workspace": ("sku.name", "retentionInDays"),
+    "azure-native:applicationinsights:Component": ("ingestionMode", "workspaceResourceId"),
+    "azure-native:machinelearningservices:Workspace": (
+        "kind",
+        "identity.type",
+        "systemDatastoresAuthMode",
+        "hubResourceId",
+        "storageAccount",
+        "keyVault",
+        "containerRegistry",
+        "applicationInsights",
+    ),
+}
+ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
+
+
+def plan_stack(config: Mapping[str, str], stack: str) -> OfflineRun:
+    """Every resource the program registers for this flat config (`namespace:key` -> text)."""
+    return run_offline(build_stack, config, stack)
+
+
+def check_policies(run: OfflineRun) -> list[Violation]:
+    return check_all(
+        validation_args(resource.type, resource.inputs, resource.urn, resource.name)
+        for resource in run.resources
+    )
+
+
+def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = values
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _display(value: Any) -> Any:
+    """ARM ids shortened to `storageAccounts/x`; whole numbers without the wire format's `.0`."""
+    if isinstance(value, str) and value.startswith("/subscriptions/"):
+        return "/".join(value.split("/")[-2:])
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _principals(run: OfflineRun) -> dict[str, str]:
+    """principal id -> logical name of the identity or workspace that owns it."""
+    owners = {}
+    for resource in run.resources:
+        if resource.type == ROLE_ASSIGNMENT:
+            continue  # its outputs echo the principal it grants to
+        identity = resource.outputs.get("identity") or {}
+        for principal in (resource.outputs.get("principalId"), identity.get("principalId")):
+            if principal:
+                owners[principal] = resource.name
+    return owners
+
+
+def describe(resource: PlannedResource, run: OfflineRun) -> dict[str, Any]:
+    """One resource as the plan shows it."""
+    by_urn = {item.urn: item.name for item in run.resources}
+    entry: dict[str, Any] = {
+        "type": resource.type,
+        "name": resource.name,
+        "azureName": resource.azure_name,
+        "parent": by_urn.get(resource.parent_urn),
+        "location": resource.inputs.get("location"),
+    }
+    if resource.type == ROLE_ASSIGNMENT:
+        role_guid = str(resource.inputs["roleDefinitionId"]).rsplit("/", 1)[-1]
+        entry["role"] = BuiltInRole(role_guid).name
+        entry["roleDefinitionId"] = resource.inputs["roleDefinitionId"]
+        entry["scope"] = resource.inputs["scope"]
+        entry["principal"] = _principals(run).get(resource.inputs["principalId"])
+        entry["principalType"] = resource.inputs.get("principalType")
+    else:
+        entry["properties"] = {
+            path: _display(_lookup(resource.inputs, path))
+            for path in KEY_PROPERTIES.get(resource.type, ())
+        }
+        entry["tags"] = resource.inputs.get("tags")
+    return entry
+
+
+def _text_line(entry: Mapping[str, Any]) -> str:
+    kind = entry["type"].removeprefix("azure-native:")
+    head = f"  {kind:<42} {entry['name']:<45} {entry['azureName'] or '':<36}"
+    if entry["type"] == ROLE_ASSIGNMENT:
+        return (
+            f"{head} {entry['role']} -> {_display(entry['scope'])}"
+            f" (principal: {entry['principal']}, {entry['principalType']})"
+        )
+    settings = [f"location={entry['location']}"] if entry["location"] else []
+    settings += [
+        f"{path.removeprefix('properties.')}={_display(value)}"
+        for path, value in (entry.get("properties") or {}).items()
+        if value is not None
+    ]
+    return f"{head} {' '.join(settings)}"
+
+
+def render_text(stack: str, run: OfflineRun, violations: Sequence[Violation]) -> str:
+    entries = [describe(resource, run) for resource in run.resources]
+    entries.sort(key=lambda e: (e["parent"] is not None, e["parent"] or "", e["type"], e["name"]))
+    lines = [f"stack {stack}: {len(entries)} resources"]
+    lines += [_text_line(entry) for entry in entries]
+    lines.append("outputs:")
+    lines += [f"  {key} = {value}" for key, value in sorted(run.outputs.items())]
+    lines.append(f"policies: {'PASS' if not violations else f'{len(violations)} violation(s)'}")
+    lines += [f"  [{item.policy}] {item.message}" for item in violations]
+    return "\n".join(lines)
+
+
+def example_stacks() -> list[str]:
+    return sorted(path.name.split(".")[1] for path in REPO_ROOT.glob("Pulumi.*.yaml"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--stack",
+        action="append",
+        choices=example_stacks(),
+        help="example stack to plan (reads Pulumi.<stack>.yaml); repeatable; default: all",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+
+    report, failed = [], False
+    for stack in args.stack or example_stacks():
+        path = REPO_ROOT / f"Pulumi.{stack}.yaml"
+        try:
+            run = plan_stack(stack_file_config(path), stack)
+        except ConfigError as error:
+            print(f"{path.name}: {error}", file=sys.stderr)
+            return 2
+        violations = check_policies(run)
+        failed |= bool(violations)
+        if args.json:
+            report.append(
+                {
+                    "stack": stack,
+                    "count": len(run.resources),
+                    "resources": [describe(resource, run) for resource in run.resources],
+                    "outputs": run.outputs,
+                    "policyViolations": [vars(item) for item in violations],
+                }
+            )
+        else:
+            print(render_text(stack, run, violations) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
