@@ -1,0 +1,30 @@
+"""Offline runs of the real program, shared by the infra tests (each run takes well under 1 s)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from phi3_infra.offline import OfflineRun, stack_file_config
+from scripts.plan import plan_stack
+
+EXAMPLE_STACKS = ("eastus2", "swedencentral")
+
+
+@pytest.fixture(scope="session")
+def example_config(repo_root: Path) -> Callable[[str], dict[str, str]]:
+    """Flat config of an example stack file, as the engine would pass it."""
+    return lambda stack: stack_file_config(repo_root / f"Pulumi.{stack}.yaml")
+
+
+@pytest.fixture(scope="session")
+def example_runs(example_config: Callable[[str], dict[str, str]]) -> dict[str, OfflineRun]:
+    """Both example stacks, planned once per session."""
+    return {stack: plan_stack(example_config(stack), stack) for stack in EXAMPLE_STACKS}
+
+
+@pytest.fixture(scope="session")
+def eastus2(example_runs: dict[str, OfflineRun]) -> OfflineRun:
+    return example_runs["eastus2"]
