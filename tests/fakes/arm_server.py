@@ -139,15 +139,15 @@ class Region:
         ]  # fmt: skip
         for family, (used, limit) in self.family_dedicated.items():
             label = usage_family_label(family)
+            # ARM mixes in workspace-level rows with the same name and other numbers (here listed
+            # first): the preflight must read the subscription-level row.
+            ws = f"{sub}/resourceGroups/other/providers/{ml}/workspaces/other-ws/usages/x"
+            rows.append(row("workspaces", ws, f"{label} Cluster Dedicated vCPUs", 0, limit + 1000))
             for priority, values in (("Dedicated", (used, limit)), ("LowPriority", (0, -1))):
                 full = f"{label} Cluster {priority} vCPUs"
                 rows.append(
                     row("vmFamily", f"{sub}/usages/{full.replace(' ', '_')}", full, *values)
                 )
-            # A workspace-level row with the same name and other numbers, as ARM returns them:
-            # the preflight must read the subscription-level row.
-            ws = f"{sub}/resourceGroups/other/providers/{ml}/workspaces/other-ws/usages/x"
-            rows.append(row("workspaces", ws, f"{label} Cluster Dedicated vCPUs", 0, limit + 1000))
         return rows
 
 
@@ -176,7 +176,7 @@ class FakeArm:
     subscription_id: str = SUBSCRIPTION_ID
     token: str = TOKEN
     latency_s: float = 0.0
-    page_size: int = 3
+    page_size: int = 100  # ARM lists all providers on one page; paging tests lower it
     regions: dict[str, Region] = field(default_factory=dict)
     providers: dict[str, str] = field(
         default_factory=lambda: dict.fromkeys((*STACK_PROVIDERS, "Microsoft.Compute"), "Registered")
@@ -209,14 +209,15 @@ class FakeArm:
     def add_region(
         self,
         location: str,
-        sizes: tuple[str, ...] = tuple(CATALOG),
+        sizes: tuple[str | VmSize, ...] = tuple(CATALOG),
         *,
         quota: dict[str, tuple[int, int]] | None = None,
         dedicated_total: tuple[int, int] = (0, 1000),
         low_priority_total: tuple[int, int] = (0, 1000),
     ) -> None:
-        """A region offering `sizes`; `quota` maps a vmSizes family to (used, limit) vCPUs."""
-        chosen = [CATALOG[name] for name in sizes]
+        """A region offering `sizes` (catalog names or VmSize); `quota` maps a vmSizes family to
+        (used, limit) vCPUs, 0 for families it does not name."""
+        chosen = [CATALOG[size] if isinstance(size, str) else size for size in sizes]
         families = dict.fromkeys(size.family for size in CATALOG.values())
         family_quota = {family: (0, 0) for family in families} | (quota or {})
         self.regions[location] = Region(chosen, family_quota, dedicated_total, low_priority_total)
@@ -331,8 +332,7 @@ class FakeArm:
             def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", 0), RequestHandler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert, key)
@@ -345,6 +345,13 @@ class FakeArm:
         finally:
             server.shutdown()
             server.server_close()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog of 5 drops concurrent connects, which then retry a second
+    # later: the preflight opens one connection per call at once.
+    request_queue_size = 128
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
