@@ -131,8 +131,11 @@ def parse_stack_config(values: Mapping[str, Any]) -> StackConfig:
     try:
         return StackConfig.model_validate(values)
     except ValidationError as error:
-        lines = [_error_line(item) for item in error.errors()]
-        raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(lines)) from None
+        raise _config_error([_error_line(item) for item in error.errors()]) from None
+
+
+def _config_error(lines: list[str]) -> ConfigError:
+    return ConfigError("invalid stack configuration:\n  " + "\n  ".join(lines))
 
 
 def _decode(raw: str) -> Any:
@@ -156,7 +159,9 @@ def load_stack_config() -> StackConfig:
     # namespace in the runtime's config bag (set by the engine or by mocks).
     keys = _namespace_keys({*CONFIG.get(), *get_config_env()})
     if "location" in keys:
-        raise ConfigError(f"{NAMESPACE}:location: unknown key; set the region as {LOCATION_KEY}")
+        raise _config_error(
+            [f"{NAMESPACE}:location: unknown key; set the region as {LOCATION_KEY}"]
+        )
     namespace = pulumi.Config(NAMESPACE)
     values: dict[str, Any] = {key: _decode(namespace.require(key)) for key in keys}
     location = pulumi.Config("azure-native").get("location")

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pulumi
 from pulumi_azure_native import managedidentity
 
-from phi3_infra.foundation import Foundation
-from phi3_infra.naming import StackNames
+from phi3_infra.foundation import OnFoundationArgs
 from phi3_infra.rbac import BuiltInRole, assign_role
 
 WORKLOAD_PRINCIPAL = "workload"
-
-
-@dataclass(frozen=True)
-class WorkloadIdentityArgs:
-    names: StackNames
-    foundation: Foundation
-    tags: dict[str, str]
-    subscription_id: pulumi.Input[str]
 
 
 class WorkloadIdentity(pulumi.ComponentResource):
     """Identity that training jobs and endpoints run as: exactly three role assignments."""
 
     def __init__(
-        self, name: str, args: WorkloadIdentityArgs, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: OnFoundationArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("phi3:infra:WorkloadIdentity", name, None, opts)
         names, foundation = args.names, args.foundation

@@ -9,11 +9,11 @@ import pulumi
 from pulumi_azure_native import authorization
 
 from phi3_infra.config import StackConfig, load_stack_config
-from phi3_infra.foundation import Foundation, FoundationArgs
-from phi3_infra.identity import WorkloadIdentity, WorkloadIdentityArgs
+from phi3_infra.foundation import Foundation, FoundationArgs, OnFoundationArgs
+from phi3_infra.identity import WorkloadIdentity
 from phi3_infra.naming import StackNames, stack_names
 from phi3_infra.tags import stack_tags
-from phi3_infra.workspace import FoundryWorkspace, FoundryWorkspaceArgs
+from phi3_infra.workspace import FoundryWorkspace
 
 
 @dataclass(frozen=True)
@@ -39,18 +39,11 @@ def build_environment(config: StackConfig, names: StackNames) -> Environment:
             key_vault_purge_protection=config.key_vault_purge_protection,
         ),
     )
-    identity = WorkloadIdentity(
-        "workload-identity",
-        WorkloadIdentityArgs(
-            names=names, foundation=foundation, tags=tags, subscription_id=client.subscription_id
-        ),
+    on_foundation = OnFoundationArgs(
+        names=names, foundation=foundation, tags=tags, subscription_id=client.subscription_id
     )
-    workspace = FoundryWorkspace(
-        "foundry",
-        FoundryWorkspaceArgs(
-            names=names, foundation=foundation, tags=tags, subscription_id=client.subscription_id
-        ),
-    )
+    identity = WorkloadIdentity("workload-identity", on_foundation)
+    workspace = FoundryWorkspace("foundry", on_foundation)
     return Environment(config, names, foundation, identity, workspace)
 
 

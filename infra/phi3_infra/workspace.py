@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TypedDict
 
 import pulumi
 from pulumi_azure_native import machinelearningservices as ml
 
-from phi3_infra.foundation import Foundation
-from phi3_infra.naming import StackNames
+from phi3_infra.foundation import OnFoundationArgs
 from phi3_infra.rbac import BuiltInRole, assign_role
 
 # With identity-based system datastores and shared keys disabled, the service reaches the
@@ -33,19 +31,11 @@ class _WorkspaceCommon(TypedDict):
     opts: pulumi.ResourceOptions
 
 
-@dataclass(frozen=True)
-class FoundryWorkspaceArgs:
-    names: StackNames
-    foundation: Foundation
-    tags: dict[str, str]
-    subscription_id: pulumi.Input[str]
-
-
 class FoundryWorkspace(pulumi.ComponentResource):
     """A hub attached to the foundation's services, and one project in it."""
 
     def __init__(
-        self, name: str, args: FoundryWorkspaceArgs, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: OnFoundationArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("phi3:infra:FoundryWorkspace", name, None, opts)
         names, foundation = args.names, args.foundation

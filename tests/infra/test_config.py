@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +198,13 @@ def test_valid_minimal_config_registers_resources(registered: list[str]) -> None
     run = plan_stack(MINIMAL, "eastus2")
     assert len(registered) == len(run.resources) == 19
     assert "costCenter" not in run.named("storage").inputs["tags"]
+
+
+def test_engine_config_from_the_environment_is_validated_too(
+    monkeypatch: pytest.MonkeyPatch, registered: list[str]
+) -> None:
+    """`pulumi up` hands the program its config as PULUMI_CONFIG; typos there fail the same way."""
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps(MINIMAL | {"phi3-foundry:lowPriorty": "true"}))
+    with pytest.raises(ConfigError, match="phi3-foundry:lowPriorty: unknown key"):
+        plan_stack({}, "eastus2")
+    assert registered == []
