@@ -68,6 +68,10 @@ class ScriptArguments:
         default_factory=lambda: list(PHI3_LORA_TARGETS),
         metadata={"help": "Modules LoRA adapts (Phi-3's fused projections by default)."},
     )
+    lora_modules_to_save: list[str] | None = field(
+        default=None,
+        metadata={"help": "Modules trained in full beside the adapter (e.g. lm_head)."},
+    )
     early_stopping_patience: int | None = field(
         default=None,
         metadata={"help": "Stop after this many evaluations without a lower eval loss."},
@@ -133,7 +137,7 @@ class TrainerConfig(SFTConfig):
     include_num_input_tokens_seen: str = field(
         default="non_padding", metadata={"help": "Count tokens seen: all, non_padding or no."}
     )
-    report_to: str | list[str] | None = field(
+    report_to: None | str | list[str] = field(  # noqa: RUF036 (the order HfArgumentParser reads)
         default=None,
         metadata={"help": "Trackers; default: mlflow when MLFLOW_TRACKING_URI is set, else none."},
     )

@@ -117,17 +117,24 @@ def _order_problems(roles: list[str | None]) -> list[str]:
     return problems
 
 
-def validate_lines(
-    lines: Iterable[str],
+@dataclass(frozen=True)
+class Unreadable:
+    """A line that could not be read as a record; stands in for the record in problems."""
+
+    reason: str
+
+
+def validate_records(
+    records: Iterable[tuple[int, Any]],
     source: str,
     *,
     count_tokens: TokenCounter | None = None,
     max_length: int | None = None,
 ) -> ValidationReport:
-    """Check JSON Lines text (one chat record per line); ``source`` names the file in problems."""
+    """Check ``(line number, parsed record)`` pairs; ``source`` names the file in problems."""
     report = ValidationReport()
-    for line_number, line in enumerate(lines, start=1):
-        problems, record = _check_line(line)
+    for line_number, value in records:
+        problems, record = _check_record(value)
         tokens = None
         if not problems and count_tokens is not None:
             tokens = count_tokens(record["messages"])
@@ -143,13 +150,31 @@ def validate_lines(
     return report
 
 
-def _check_line(line: str) -> tuple[list[str], ChatRecord]:
+def parse_json_line(line: str) -> Any:
+    """The JSON value of one line, or :class:`Unreadable` saying why there is none."""
     if not line.strip():
-        return ["blank line (each line must be one JSON object)"], {}
+        return Unreadable("blank line (each line must be one JSON object)")
     try:
-        value = json.loads(line)
+        return json.loads(line)
     except json.JSONDecodeError as error:
-        return [f"not valid JSON: {error.msg} at column {error.colno}"], {}
+        return Unreadable(f"not valid JSON: {error.msg} at column {error.colno}")
+
+
+def validate_lines(
+    lines: Iterable[str],
+    source: str,
+    *,
+    count_tokens: TokenCounter | None = None,
+    max_length: int | None = None,
+) -> ValidationReport:
+    """Check JSON Lines text (one chat record per line); ``source`` names the file in problems."""
+    parsed = ((n, parse_json_line(line)) for n, line in enumerate(lines, start=1))
+    return validate_records(parsed, source, count_tokens=count_tokens, max_length=max_length)
+
+
+def _check_record(value: Any) -> tuple[list[str], ChatRecord]:
+    if isinstance(value, Unreadable):
+        return [value.reason], {}
     if not isinstance(value, dict):
         return [f"each line must be a JSON object, got {type(value).__name__}"], {}
     if "messages" not in value:

@@ -183,6 +183,7 @@ def lora_config(script: ScriptArguments) -> LoraConfig:
         lora_alpha=script.lora_alpha,
         lora_dropout=script.lora_dropout,
         target_modules=script.lora_target_modules,
+        modules_to_save=script.lora_modules_to_save,
         task_type="CAUSAL_LM",
     )
 
