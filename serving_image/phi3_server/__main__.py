@@ -1,0 +1,63 @@
+"""``python -m phi3_server``: check the configuration and the model folder, then serve."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+
+import uvicorn
+from pydantic import ValidationError
+from pydantic_settings import CliApp
+
+from phi3_server.app import create_app
+from phi3_server.loading import ModelLocationError, locate_model
+from phi3_server.settings import Settings
+
+# In-flight requests get this long after SIGTERM before they are cut off.
+GRACEFUL_SHUTDOWN_S = 5
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = CliApp.run(Settings, cli_args=sys.argv[1:] if argv is None else argv)
+    except ValidationError as error:
+        for problem in error.errors():
+            name = str(problem["loc"][0])
+            flag = f"--{name.replace('_', '-')} (or PHI3_SERVER_{name.upper()})"
+            print(f"error: {flag}: {problem['msg']}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        source = locate_model(
+            settings.model_dir, settings.base_model, os.environ.get("AZUREML_MODEL_DIR")
+        )
+    except ModelLocationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    load_failed = threading.Event()
+
+    def stop_after_load_failure() -> None:
+        load_failed.set()
+        server.should_exit = True
+
+    app = create_app(settings, source, on_fatal=stop_after_load_failure)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
+    )
+    server.run()
+    return 1 if load_failed.is_set() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

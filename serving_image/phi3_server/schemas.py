@@ -1,0 +1,175 @@
+"""Request and response bodies: OpenAI chat completions and Azure ML's ``/score`` bodies.
+
+Requests forbid unknown fields, so a misspelt parameter is an error instead of silently ignored.
+``null`` is accepted wherever OpenAI accepts it (some SDKs send explicit nulls).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+MAX_STOP_STRINGS = 4
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def as_template_input(self) -> dict[str, str]:
+        content = (
+            self.content
+            if isinstance(self.content, str)
+            else "".join(part.text for part in self.content)
+        )
+        return {"role": self.role, "content": content}
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_Strict):
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: Literal[1] | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    # Extension, as in vLLM: keep generating past end tokens (fixed-length benchmarks).
+    ignore_eos: bool = False
+
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, stop: str | list[str] | None) -> list[str]:
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if len(stops) > MAX_STOP_STRINGS:
+            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings are allowed")
+        if any(not s for s in stops):
+            raise ValueError("stop strings must not be empty")
+        return stops
+
+
+class ScoreParameters(_Strict):
+    """The Hugging Face generation parameters the reference clients send."""
+
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    do_sample: bool = False
+    return_full_text: bool = False
+
+
+class TextsScoreRequest(_Strict):
+    """Prompt flow's body: ``{"input_data": ["text", ...], "params": {...}}``."""
+
+    input_data: list[str] = Field(min_length=1)
+    params: ScoreParameters = ScoreParameters()
+
+
+class ChatInput(_Strict):
+    input_string: list[ChatMessage] = Field(min_length=1)
+    parameters: ScoreParameters = ScoreParameters()
+
+
+class ChatScoreRequest(_Strict):
+    """The portal's body: ``{"input_data": {"input_string": [messages], "parameters": {...}}}``."""
+
+    input_data: ChatInput
+
+
+def _score_body_kind(body: Any) -> str | None:
+    input_data = body.get("input_data") if isinstance(body, dict) else None
+    if isinstance(input_data, list):
+        return "texts"
+    if isinstance(input_data, dict):
+        return "chat"
+    return None
+
+
+ScoreRequest = Annotated[
+    Annotated[TextsScoreRequest, Tag("texts")] | Annotated[ChatScoreRequest, Tag("chat")],
+    Discriminator(
+        _score_body_kind,
+        custom_error_type="invalid_score_body",
+        custom_error_message="input_data must be a list of strings or an object with "
+        "input_string (a list of chat messages)",
+    ),
+]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "phi3-server"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
