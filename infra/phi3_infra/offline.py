@@ -25,7 +25,7 @@ TENANT_ID = "00000000-0000-4000-8000-000000000002"
 CLIENT_OBJECT_ID = "00000000-0000-4000-8000-000000000003"
 _MOCK_NAMESPACE = uuid.UUID("1e6b7e0e-3c55-4d1c-9a8e-0c5f1f4b7a10")
 
-# azure-native token -> (ARM resource type, input that holds the Azure name).
+# azure-native token -> (ARM resource type path, input that holds the Azure name).
 ARM_TYPES: Mapping[str, tuple[str, str]] = {
     "azure-native:resources:ResourceGroup": (
         "Microsoft.Resources/resourceGroups",
@@ -54,6 +54,11 @@ ARM_TYPES: Mapping[str, tuple[str, str]] = {
         "Microsoft.Authorization/roleAssignments",
         "roleAssignmentName",
     ),
+    # Child resources: `{input}` fields are filled from the inputs.
+    "azure-native:machinelearningservices:Compute": (
+        "Microsoft.MachineLearningServices/workspaces/{workspaceName}/computes",
+        "computeName",
+    ),
 }
 
 
@@ -62,7 +67,8 @@ def _guid(*parts: str) -> str:
 
 
 def _arm_id(token: str, name: str, inputs: Mapping[str, Any]) -> str:
-    arm_type, _ = ARM_TYPES.get(token, (f"Mock.{token.split(':')[1]}/{token.split(':')[-1]}", ""))
+    _, module, type_name = token.split(":")
+    arm_type = ARM_TYPES.get(token, (f"Mock.{module}/{type_name}", ""))[0].format_map(inputs)
     if token == "azure-native:resources:ResourceGroup":
         return f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{name}"
     if token == "azure-native:authorization:RoleAssignment":

@@ -20,6 +20,7 @@ from phi3_infra.workspace import FoundryWorkspace
 class Environment:
     config: StackConfig
     names: StackNames
+    tags: dict[str, str]
     foundation: Foundation
     identity: WorkloadIdentity
     workspace: FoundryWorkspace
@@ -44,7 +45,7 @@ def build_environment(config: StackConfig, names: StackNames) -> Environment:
     )
     identity = WorkloadIdentity("workload-identity", on_foundation)
     workspace = FoundryWorkspace("foundry", on_foundation)
-    return Environment(config, names, foundation, identity, workspace)
+    return Environment(config, names, tags, foundation, identity, workspace)
 
 
 def stack_outputs(env: Environment) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def build_stack() -> dict[str, Any]:
     # first resource: it needs only `config` and `names`.
     env = build_environment(config, names)
     # The GPU AmlCompute cluster goes here, once the workspace exists: it needs
-    # env.workspace.project (or hub), env.identity.identity and config.gpu_skus / max_nodes.
+    # env.workspace.project (or hub), env.identity.identity, env.tags and config.gpu_skus etc.
     return stack_outputs(env)
 
 

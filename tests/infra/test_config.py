@@ -112,7 +112,7 @@ def test_engine_text_values_are_coerced() -> None:
 def test_config_is_frozen() -> None:
     config = parse_stack_config(_values())
     with pytest.raises(ValueError, match="frozen"):
-        config.max_nodes = 3  # type: ignore[misc]
+        config.max_nodes = 3
 
 
 def test_unknown_region_names_the_key_close_matches_and_allowed_values() -> None:
