@@ -207,7 +207,8 @@ class PreflightReport:
                 ))  # fmt: skip
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = [
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
         ]
         verdict = (
             f"usable regions: {', '.join(self.usable_regions)}"
