@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -299,15 +299,10 @@ def check_sku(
         return SkuCheck(region, sku, rank, Verdict.UNAVAILABLE, advice=advice)
     family, vcpus, gpus = str(size["family"]), int(size["vCPUs"]), int(size.get("gpus", 0))
     needed = vcpus * request.max_nodes
-    shape = {
-        "family": family,
-        "vcpus_per_node": vcpus,
-        "gpus_per_node": gpus,
-        "vcpus_needed": needed,
-    }
+    sized = SkuCheck(region, sku, rank, Verdict.UNAVAILABLE, family, vcpus, gpus, needed)
     if request.low_priority and not size.get("lowPriorityCapable", False):
         advice = f"{sku} cannot run low-priority in {region}; use dedicated nodes or another size"
-        return SkuCheck(region, sku, rank, Verdict.UNAVAILABLE, **shape, advice=advice)
+        return replace(sized, advice=advice)
 
     key = normalize_family(family)
     rows = [r for r in _usage_rows(usages, "vmFamily") if normalize_family(r.label) == key]
@@ -326,15 +321,16 @@ def check_sku(
     if short:
         header = f"{sku} ({family}, {vcpus} vCPUs x {request.max_nodes} {priority} node(s))"
         reasons = "; ".join(_quota_advice(request, region, ln, needed, fam) for ln, fam in short)
-        return SkuCheck(
-            region, sku, rank, Verdict.NO_QUOTA, **shape,
-            family_quota=family_line, regional_quota=regional_line,
+        return replace(
+            sized,
+            verdict=Verdict.NO_QUOTA,
+            family_quota=family_line,
+            regional_quota=regional_line,
             advice=f"{header}: {reasons}",
-        )  # fmt: skip
-    return SkuCheck(
-        region, sku, rank, Verdict.FITS, **shape,
-        family_quota=family_line, regional_quota=regional_line,
-    )  # fmt: skip
+        )
+    return replace(
+        sized, verdict=Verdict.FITS, family_quota=family_line, regional_quota=regional_line
+    )
 
 
 def usage_label(family: str) -> str:
@@ -459,8 +455,8 @@ def run_preflight(client: ArmClient, request: PreflightRequest) -> PreflightRepo
     regions = []
     for region in request.regions:
         sizes, usages = results[f"{region}/vmSizes"], results[f"{region}/usages"]
-        if isinstance(sizes, ArmError) or isinstance(usages, ArmError):
-            error = sizes if isinstance(sizes, ArmError) else usages
+        error = next((o for o in (sizes, usages) if isinstance(o, ArmError)), None)
+        if error is not None:
             _raise_if_unchecked(error)
             advice = f"Azure ML compute is not available in {region}: {error}"
             checks = tuple(
@@ -469,7 +465,7 @@ def run_preflight(client: ArmClient, request: PreflightRequest) -> PreflightRepo
             )
         else:
             checks = tuple(
-                check_sku(request, region, rank, sku, sizes, usages)
+                check_sku(request, region, rank, sku, _value(sizes), _value(usages))
                 for rank, sku in enumerate(request.skus, 1)
             )
         regions.append(RegionResult(region, checks))
