@@ -157,11 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         print("error: no valid records", file=sys.stderr)
         return 1
-    train, validation = (
-        split_records(records, args.validation_fraction, args.seed)
-        if args.validation_fraction
-        else (records, [])
-    )
+    train, validation = records, []
+    if args.validation_fraction:
+        try:
+            train, validation = split_records(records, args.validation_fraction, args.seed)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(args.out_dir / "train.jsonl", train)
     if validation:

@@ -32,6 +32,7 @@ from phi3_trainer.data_validation import (
     ChatRecord,
     InvalidDataError,
     Messages,
+    Problem,
     ValidationReport,
     sha256_of,
     split_records,
@@ -102,7 +103,10 @@ def load_datasets(
     train_report: ValidationReport = reports[0]
     train, evaluation = train_report.records, reports[1].records if len(reports) > 1 else []
     if not script.validation_file and script.validation_split > 0:
-        train, evaluation = split_records(train, script.validation_split, config.seed)
+        try:
+            train, evaluation = split_records(train, script.validation_split, config.seed)
+        except ValueError as error:
+            raise InvalidDataError([Problem(script.train_file, 0, str(error))]) from error
     if not train:
         raise InvalidDataError(problems) if problems else ValueError("no training examples")
     record = {
@@ -135,9 +139,40 @@ def absolute_if_local(name_or_path: str) -> str:
     return str(Path(name_or_path).resolve()) if Path(name_or_path).is_dir() else name_or_path
 
 
-def train(script: ScriptArguments, config: TrainerConfig) -> dict[str, Any]:
+def build_trainer(
+    script: ScriptArguments,
+    config: TrainerConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    train_records: list[ChatRecord],
+    eval_records: list[ChatRecord],
+    callbacks: list[TrainerCallback] | None = None,
+) -> Phi3SFTTrainer:
+    """Load the model and wire the SFT trainer; the data must already be validated."""
     from datasets import Dataset
 
+    callbacks = list(callbacks or [])
+    if not eval_records:
+        config.eval_strategy = "no"
+    if script.early_stopping_patience:
+        if not eval_records:
+            raise ValueError("--early_stopping_patience needs validation data")
+        config.load_best_model_at_end = True
+        config.metric_for_best_model = "eval_loss"
+        config.save_strategy = config.eval_strategy
+        callbacks.append(EarlyStoppingCallback(script.early_stopping_patience))
+    return Phi3SFTTrainer(
+        model=load_model(script, config),
+        args=config,
+        train_dataset=Dataset.from_list(train_records),
+        eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(script) if script.use_lora else None,
+        callbacks=callbacks,
+    )
+
+
+def train(script: ScriptArguments, config: TrainerConfig) -> dict[str, Any]:
+    """Validate everything, train (resuming if asked), write outputs; returns metrics.json."""
     script.model_name_or_path = absolute_if_local(script.model_name_or_path)
     if "mlflow" in config.report_to:
         os.environ.setdefault("MLFLOW_MAX_LOG_PARAMS", MLFLOW_PARAM_LIMIT)
@@ -148,26 +183,8 @@ def train(script: ScriptArguments, config: TrainerConfig) -> dict[str, Any]:
         )
     train_records, eval_records, data_record = load_datasets(script, config, tokenizer)
     resume_from = resolve_resume(script.resume, config.output_dir or ".")
-    if not eval_records:
-        config.eval_strategy = "no"
-    callbacks: list[TrainerCallback] = [throughput := ThroughputCallback()]
-    if script.early_stopping_patience:
-        if not eval_records:
-            raise ValueError("--early_stopping_patience needs validation data")
-        config.load_best_model_at_end = True
-        config.metric_for_best_model = "eval_loss"
-        config.save_strategy = config.eval_strategy
-        callbacks.append(EarlyStoppingCallback(script.early_stopping_patience))
-
-    trainer = Phi3SFTTrainer(
-        model=load_model(script, config),
-        args=config,
-        train_dataset=Dataset.from_list(train_records),
-        eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
-        processing_class=tokenizer,
-        peft_config=lora_config(script) if script.use_lora else None,
-        callbacks=callbacks,
-    )
+    throughput = ThroughputCallback()
+    trainer = build_trainer(script, config, tokenizer, train_records, eval_records, [throughput])
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final_eval = trainer.evaluate() if eval_records else {}
     metrics = collect_metrics(trainer, result.metrics, final_eval, throughput)
