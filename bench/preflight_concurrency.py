@@ -18,9 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra"))
 
-from phi3_infra.arm import ArmClient
 from phi3_infra.preflight import PreflightRequest, run_preflight
-from tests.fakes.arm_server import SUBSCRIPTION_ID, FakeArm, FixedToken
+from tests.fakes.arm_server import SUBSCRIPTION_ID, FakeArm
 
 REGIONS = ("eastus", "eastus2", "westus3", "swedencentral", "westeurope")
 SKUS = ("Standard_NC48ads_A100_v4", "Standard_NC24ads_A100_v4", "Standard_NC40ads_H100_v5")
@@ -44,7 +43,7 @@ def main() -> None:
     )
     walls, sums = [], []
     with tempfile.TemporaryDirectory() as tmp, fake.serving(Path(tmp)):
-        client = ArmClient(FixedToken(), endpoint=fake.url, connection_verify=str(fake.ca_file))
+        client = fake.client()
         with client:
             for run in range(1, args.runs + 1):
                 report = run_preflight(client, request)

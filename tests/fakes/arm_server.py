@@ -31,6 +31,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from phi3_infra.arm import ArmClient
+from phi3_infra.preflight import REQUIRED_PROVIDERS
+
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000001"
 TOKEN = "fake-arm-access-token"
 
@@ -90,17 +93,6 @@ CATALOG = {
         VmSize("Standard_DS3_v2", "standardDSv2Family", 4, 0),
     )
 }
-
-STACK_PROVIDERS = (
-    "Microsoft.MachineLearningServices",
-    "Microsoft.Storage",
-    "Microsoft.KeyVault",
-    "Microsoft.ContainerRegistry",
-    "Microsoft.ManagedIdentity",
-    "Microsoft.Insights",
-    "Microsoft.OperationalInsights",
-    "Microsoft.Network",
-)
 
 
 def usage_family_label(family: str) -> str:
@@ -179,7 +171,9 @@ class FakeArm:
     page_size: int = 100  # ARM lists all providers on one page; paging tests lower it
     regions: dict[str, Region] = field(default_factory=dict)
     providers: dict[str, str] = field(
-        default_factory=lambda: dict.fromkeys((*STACK_PROVIDERS, "Microsoft.Compute"), "Registered")
+        default_factory=lambda: dict.fromkeys(
+            (*REQUIRED_PROVIDERS, "Microsoft.Compute"), "Registered"
+        )
     )
     deleted_vaults: list[dict[str, Any]] = field(default_factory=list)
     # None: the subscription has no `deletedWorkspaces` type, ARM answers 404.
@@ -265,6 +259,15 @@ class FakeArm:
 
     def calls_to(self, path_contains: str) -> list[Call]:
         return [call for call in self.calls if path_contains in call.path]
+
+    def client(self, credential: FixedToken | None = None, **options: Any) -> ArmClient:
+        """An ArmClient for this server, trusting its CA; `options` as ArmClient takes them."""
+        return ArmClient(
+            credential or FixedToken(),
+            endpoint=self.url,
+            connection_verify=str(self.ca_file),
+            **options,
+        )
 
     # -- serving ---------------------------------------------------------------------------
     def take_fault(self, path: str) -> Fault | None:

@@ -26,10 +26,8 @@ def credential() -> FixedToken:
 @pytest.fixture
 def arm_client(fake_arm: FakeArm, credential: FixedToken) -> Iterator[ArmClient]:
     # Short backoff and deadline keep the retry tests to about a second.
-    with ArmClient(
+    with fake_arm.client(
         credential,
-        endpoint=fake_arm.url,
-        connection_verify=str(fake_arm.ca_file),
         timeout_s=5,
         deadline_s=3,
         retry_total=3,

@@ -53,14 +53,7 @@ def test_server_errors_retry_until_the_deadline_then_fail(
     fake_arm: FakeArm, credential: FixedToken
 ) -> None:
     fake_arm.fail(500)
-    client = ArmClient(
-        credential,
-        endpoint=fake_arm.url,
-        connection_verify=str(fake_arm.ca_file),
-        retry_total=50,
-        retry_backoff_s=0.2,
-        deadline_s=1.5,
-    )
+    client = fake_arm.client(credential, retry_total=50, retry_backoff_s=0.2, deadline_s=1.5)
     started = time.perf_counter()
     with client, pytest.raises(ArmUnavailableError):
         client.get_json(PROVIDERS, API)
@@ -71,13 +64,7 @@ def test_server_errors_retry_until_the_deadline_then_fail(
 
 def test_slow_answer_hits_the_per_call_timeout(fake_arm: FakeArm, credential: FixedToken) -> None:
     fake_arm.latency_s = 2.0
-    client = ArmClient(
-        credential,
-        endpoint=fake_arm.url,
-        connection_verify=str(fake_arm.ca_file),
-        timeout_s=0.3,
-        retry_total=0,
-    )
+    client = fake_arm.client(credential, timeout_s=0.3, retry_total=0)
     started = time.perf_counter()
     with client, pytest.raises(ArmUnavailableError, match="GET /subscriptions"):
         client.get_json(PROVIDERS, API)
@@ -85,9 +72,7 @@ def test_slow_answer_hits_the_per_call_timeout(fake_arm: FakeArm, credential: Fi
 
 
 def test_rejected_token_is_an_auth_error_without_retries(fake_arm: FakeArm) -> None:
-    client = ArmClient(
-        FixedToken("expired-token"), endpoint=fake_arm.url, connection_verify=str(fake_arm.ca_file)
-    )
+    client = fake_arm.client(FixedToken("expired-token"))
     with client, pytest.raises(ArmAuthError, match="InvalidAuthenticationToken") as caught:
         client.get_json(PROVIDERS, API)
     assert caught.value.status == 401
@@ -101,9 +86,7 @@ def test_credential_failure_is_an_auth_error(fake_arm: FakeArm) -> None:
         def get_token(self, *scopes: str, **kwargs: Any) -> Any:
             raise ClientAuthenticationError("Please run 'az login' to set up an account")
 
-    client = ArmClient(
-        NotSignedIn(), endpoint=fake_arm.url, connection_verify=str(fake_arm.ca_file)
-    )
+    client = fake_arm.client(NotSignedIn())
     with client, pytest.raises(ArmAuthError, match="az login"):
         client.authenticate()
     assert fake_arm.calls == []

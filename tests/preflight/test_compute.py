@@ -207,8 +207,6 @@ def test_failing_preflight_registers_nothing_and_says_why(
 
 def test_preflight_that_cannot_check_stops_with_what_to_do(fake_arm: FakeArm) -> None:
     fake_arm.add_region("eastus2", quota={A100: (0, 24)})
-    client = ArmClient(
-        FixedToken("stale"), endpoint=fake_arm.url, connection_verify=str(fake_arm.ca_file)
-    )
+    client = fake_arm.client(FixedToken("stale"))
     with client, pytest.raises(PreflightUnavailable, match=r"az login.*skip_preflight"):
         run_program(gated_program(client, stack_request()))

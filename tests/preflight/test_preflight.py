@@ -163,6 +163,21 @@ def test_unregistered_provider_blocks_with_the_command(
     assert "az provider register --namespace Microsoft.Network --wait" in report.failure_message()
 
 
+# The issue's list: what the stack creates, plus Network, which Azure requires for this workflow.
+ISSUE_PROVIDERS = "MachineLearningServices Storage KeyVault ContainerRegistry ManagedIdentity"
+ISSUE_PROVIDERS += " Insights OperationalInsights Network"
+
+
+@pytest.mark.parametrize("namespace", [f"Microsoft.{name}" for name in ISSUE_PROVIDERS.split()])
+def test_each_needed_provider_is_checked(
+    fake_arm: FakeArm, arm_client: ArmClient, namespace: str
+) -> None:
+    fake_arm.add_region("eastus2", quota={A100: (0, 24)})
+    fake_arm.providers[namespace] = "Registering"
+    (blocker,) = run_preflight(arm_client, request()).blockers
+    assert blocker.name == namespace and f"{namespace} is Registering" in blocker.advice
+
+
 def test_soft_deleted_key_vault_holds_the_name(fake_arm: FakeArm, arm_client: ArmClient) -> None:
     fake_arm.add_region("eastus2", quota={A100: (0, 24)})
     fake_arm.soft_delete_vault("kv-phi3-abc123", "eastus2")
@@ -198,9 +213,7 @@ def test_missing_deleted_workspaces_type_is_a_warning(
 
 def test_auth_failure_is_could_not_check(fake_arm: FakeArm) -> None:
     fake_arm.add_region("eastus2")
-    client = ArmClient(
-        FixedToken("wrong"), endpoint=fake_arm.url, connection_verify=str(fake_arm.ca_file)
-    )
+    client = fake_arm.client(FixedToken("wrong"))
     with client, pytest.raises(ArmAuthError):
         run_preflight(client, request())
 
