@@ -63,6 +63,7 @@ def _wait_until_ready(server: RunningServer, timeout: float) -> None:
 def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[RunningServer]:
     """Run the server until the block ends, then SIGTERM it and require a quick, clean exit."""
     port = free_port()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     log_path = tmp_path / f"server-{port}.log"
     environment = {
         **os.environ,

@@ -1,0 +1,116 @@
+"""Finding the model (flags or Azure ML's mount), serving a LoRA adapter, refusing bad set-ups."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from phi3_server.__main__ import main
+from phi3_server.loading import ModelLocationError, ModelSource, locate_model
+from tests.serving.server_process import serve
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def _copy(model: Path, to: Path) -> Path:
+    shutil.copytree(model, to)
+    return to
+
+
+def _adapter(base: Path, out: Path) -> Path:
+    """A LoRA adapter on Phi-3's fused projections, with non-zero weights so it changes answers."""
+    torch.manual_seed(0)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        init_lora_weights=False,
+        target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+    )
+    get_peft_model(AutoModelForCausalLM.from_pretrained(base), config).save_pretrained(out)
+    return out
+
+
+def test_mount_prefers_the_merged_model(tiny_phi3: Path, tmp_path: Path) -> None:
+    merged = _copy(tiny_phi3, tmp_path / "phi3-ft" / "2" / "merged")
+    (tmp_path / "phi3-ft" / "2" / "adapter").mkdir()
+    (tmp_path / "phi3-ft" / "2" / "adapter" / "adapter_config.json").write_text("{}")
+    assert locate_model(None, None, str(tmp_path)) == ModelSource(merged)
+
+
+@pytest.mark.parametrize(
+    ("layout", "message_part"),
+    [
+        (["a/merged", "b/merged"], "several merged models"),
+        ([], "holds no model folder"),
+    ],
+)
+def test_mount_without_exactly_one_model_is_refused(
+    tiny_phi3: Path, tmp_path: Path, layout: list[str], message_part: str
+) -> None:
+    for folder in layout:
+        _copy(tiny_phi3, tmp_path / folder)
+    with pytest.raises(ModelLocationError, match=message_part) as raised:
+        locate_model(None, None, str(tmp_path))
+    for folder in layout:
+        assert str(tmp_path / folder) in str(raised.value)
+
+
+def test_adapter_with_missing_base_names_its_config(tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": "microsoft/Phi-3-mini-4k-instruct"})
+    )
+    with pytest.raises(ModelLocationError, match=r"adapter_config\.json.*--base-model"):
+        locate_model(tmp_path, None, None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message_part"),
+    [
+        (["--max-batch-size", "0"], "--max-batch-size"),
+        (["--request-timeout", "200"], "--request-timeout"),
+        (["--model-dir", "/no/such/folder"], "/no/such/folder"),
+        ([], "pass --model-dir or set AZUREML_MODEL_DIR"),
+    ],
+)
+def test_bad_configuration_exits_2_with_a_message(
+    argv: list[str],
+    message_part: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AZUREML_MODEL_DIR", raising=False)
+    assert main(argv) == 2
+    assert message_part in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_serves_a_lora_adapter_found_in_an_azureml_mount(tiny_phi3: Path, tmp_path: Path) -> None:
+    mount = tmp_path / "azureml-models"
+    adapter = _adapter(tiny_phi3, mount / "phi3-ft" / "3" / "adapter")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_phi3)
+    prompt = tokenizer.apply_chat_template(
+        QUESTION, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
+
+    def greedy(model: torch.nn.Module) -> str:
+        output = model.generate(prompt, max_new_tokens=10, do_sample=False)  # type: ignore[operator]
+        return str(tokenizer.decode(output[0, prompt.shape[1] :], skip_special_tokens=True))
+
+    from peft import PeftModel
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_phi3).eval()
+    base_answer = greedy(base)
+    expected = greedy(PeftModel.from_pretrained(base, adapter).eval())
+    assert expected != base_answer, "the adapter must change the answer for this test to mean much"
+
+    with serve(tmp_path / "logs", env={"AZUREML_MODEL_DIR": str(mount)}) as server:
+        answer = server.openai().chat.completions.create(
+            model="phi3", messages=QUESTION, temperature=0, max_tokens=10
+        )
+    assert answer.choices[0].message.content == expected
