@@ -225,7 +225,9 @@ class PreflightReport:
         for region in self.regions:
             if region.chosen is None:
                 parts.append(f"- {region.region}: none of {', '.join(self.request.skus)} fits:")
-                parts += [f"    {c.sku}: {c.advice}" for c in region.checks]
+                parts += [
+                    f"    {advice}" for advice in dict.fromkeys(c.advice for c in region.checks)
+                ]
         return "\n".join(parts)
 
 
