@@ -18,6 +18,8 @@ from openai import OpenAI
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHUTDOWN_LIMIT_S = 10.0
+# The module the image's ENTRYPOINT runs (test_image checks they agree).
+SERVER_MODULE = "phi3_server"
 
 
 @dataclass
@@ -71,7 +73,7 @@ def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iter
         "HF_HUB_OFFLINE": "1",
         **(env or {}),
     }
-    command = [sys.executable, "-m", "phi3_server", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", SERVER_MODULE, "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [*command, *args], env=environment, stdout=log, stderr=subprocess.STDOUT
