@@ -47,7 +47,7 @@ class ScriptArguments:
     unknown_chat_template: Literal["fail", "train_on_all_tokens"] = field(
         default="fail",
         metadata={
-            "help": "A chat template without {% generation %} markers that is not a stock "
+            "help": "A chat template without {%% generation %%} markers that is not a stock "
             "Phi-3 one: stop, or fall back to loss on every token."
         },
     )
@@ -120,8 +120,13 @@ class TrainerConfig(SFTConfig):
         default=4, metadata={"help": "Sequences per eval step."}
     )
     gradient_accumulation_steps: int = field(default=4, metadata={"help": "Steps per update."})
-    gradient_checkpointing: bool = field(
-        default=True, metadata={"help": "Recompute activations to save memory."}
+    # transformers renamed gradient_checkpointing to activation_checkpointing; both stay None
+    # here so that whichever the user sets wins, and __post_init__ turns it on otherwise.
+    activation_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Recompute activations to save memory (default: on)."}
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of --activation_checkpointing."}
     )
     bf16: bool | None = field(
         default=None,
@@ -145,6 +150,8 @@ class TrainerConfig(SFTConfig):
     def __post_init__(self) -> None:
         import torch
 
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+            self.activation_checkpointing = True
         if self.report_to is None:
             self.report_to = "mlflow" if os.environ.get("MLFLOW_TRACKING_URI") else "none"
         if self.bf16 is None:
