@@ -80,6 +80,9 @@ class PreflightRequest:
     low_priority: bool = False
     key_vault_names: tuple[str, ...] = ()
     workspace_names: tuple[str, ...] = ()
+    # The stack's own cluster (in one of workspace_names): re-running `pulumi up` while a job runs
+    # on it must not count its nodes against itself.
+    compute_name: str = ""
 
     def __post_init__(self) -> None:
         problems = []
@@ -107,6 +110,8 @@ class PreflightRequest:
         problems += [
             "key_vault_names/workspace_names contain an empty name" for n in names if not n
         ]
+        if self.compute_name and not self.workspace_names:
+            problems.append("compute_name is set but workspace_names is empty: name its workspace")
         if problems:
             raise ValueError("invalid preflight request: " + "; ".join(problems))
 
@@ -315,6 +320,12 @@ def check_sku(
         family_line = QuotaLine(f"{usage_label(family)} Cluster Dedicated vCPUs", 0, 0)
     total_kind = "lowPriorityCores" if request.low_priority else "dedicatedCores"
     regional_line = next(iter(_usage_rows(usages, total_kind)), None)
+    own = _own_cluster_vcpus(request, usages, key, word)
+    if own:
+        family_line = family_line and replace(family_line, used=max(family_line.used - own, 0))
+        regional_line = regional_line and replace(
+            regional_line, used=max(regional_line.used - own, 0)
+        )
     short = [
         (line, family if line is family_line else "")
         for line in (family_line, regional_line)
@@ -322,6 +333,8 @@ def check_sku(
     ]
     if short:
         header = f"{sku} ({family}, {vcpus} vCPUs x {request.max_nodes} {priority} node(s))"
+        if own:
+            header += f" [used excludes the {own} vCPUs the stack's {request.compute_name} holds]"
         reasons = "; ".join(_quota_advice(request, region, ln, needed, fam) for ln, fam in short)
         return replace(
             sized,
@@ -332,6 +345,25 @@ def check_sku(
         )
     return replace(
         sized, verdict=Verdict.FITS, family_quota=family_line, regional_quota=regional_line
+    )
+
+
+def _own_cluster_vcpus(
+    request: PreflightRequest, usages: Iterable[dict[str, Any]], family_key: str, word: str
+) -> int:
+    """vCPUs the stack's own cluster holds now, from ARM's per-cluster usage rows."""
+    if not request.compute_name:
+        return 0
+    paths = [
+        f"/workspaces/{ws}/computes/{request.compute_name}/usages/".lower()
+        for ws in request.workspace_names
+    ]
+    return sum(
+        int(row["currentValue"])
+        for row in usages
+        if any(path in str(row.get("id", "")).lower() for path in paths)
+        and normalize_family(row["name"]["value"]) == family_key
+        and f"Cluster {word} vCPUs" in row["name"]["value"]
     )
 
 

@@ -107,6 +107,8 @@ class Region:
     family_dedicated: dict[str, tuple[int, int]]  # vmSizes family -> (used vCPUs, limit)
     dedicated_total: tuple[int, int]
     low_priority_total: tuple[int, int]
+    # (workspace, compute name, vmSizes family, dedicated vCPUs it holds now)
+    clusters: list[tuple[str, str, str, int]] = field(default_factory=list)
 
     def usages(self, subscription: str) -> list[dict[str, Any]]:
         sub = f"/subscriptions/{subscription}"
@@ -140,6 +142,12 @@ class Region:
                 rows.append(
                     row("vmFamily", f"{sub}/usages/{full.replace(' ', '_')}", full, *values)
                 )
+        for workspace, compute, family, vcpus in self.clusters:
+            label = f"{usage_family_label(family)} Cluster Dedicated vCPUs"
+            path = (
+                f"{sub}/resourceGroups/rg/providers/{ml}/workspaces/{workspace}/computes/{compute}"
+            )
+            rows.append(row("workspaces/computes", f"{path}/usages/x", label, vcpus, -1))
         return rows
 
 
@@ -215,6 +223,17 @@ class FakeArm:
         families = dict.fromkeys(size.family for size in CATALOG.values())
         family_quota = {family: (0, 0) for family in families} | (quota or {})
         self.regions[location] = Region(chosen, family_quota, dedicated_total, low_priority_total)
+
+    def run_cluster(
+        self, location: str, workspace: str, compute: str, family: str, vcpus: int
+    ) -> None:
+        """A cluster holding `vcpus` dedicated vCPUs of `family` now (counted in the totals)."""
+        region = self.regions[location]
+        used, limit = region.family_dedicated[family]
+        region.family_dedicated[family] = (used + vcpus, limit)
+        used, limit = region.dedicated_total
+        region.dedicated_total = (used + vcpus, limit)
+        region.clusters.append((workspace, compute, family, vcpus))
 
     def soft_delete_vault(
         self, name: str, location: str, *, purge_protection: bool = False

@@ -83,6 +83,24 @@ def test_used_vcpus_count_against_the_family_quota(
     assert "need 48 vCPUs, used 24, limit 48 (24 free)" in two_nodes.failure_message()
 
 
+def test_stack_own_running_cluster_does_not_count_against_itself(
+    fake_arm: FakeArm, arm_client: ArmClient
+) -> None:
+    # `pulumi up` again while a job runs the stack's cluster at full scale; another cluster in
+    # the subscription uses the family too and does count.
+    fake_arm.add_region("eastus2", quota={A100: (0, 96)}, dedicated_total=(0, 96))
+    fake_arm.run_cluster("eastus2", "proj-phi3", "gpu-cluster", A100, 48)
+    fake_arm.run_cluster("eastus2", "other-ws", "gpu-cluster", A100, 24)
+    stack = request(skus=(NC24,), max_nodes=2, workspace_names=("hub-phi3", "proj-phi3"))
+    report = run_preflight(arm_client, dataclasses.replace(stack, compute_name="gpu-cluster"))
+    (check,) = report.regions[0].checks
+    assert check.verdict is Verdict.FITS
+    assert check.family_quota is not None and check.family_quota.used == 24
+    assert check.regional_quota is not None and check.regional_quota.used == 24
+    unaware = run_preflight(arm_client, stack)
+    assert "need 48 vCPUs, used 72, limit 96 (24 free)" in unaware.failure_message()
+
+
 def test_regional_total_short_while_family_fits(fake_arm: FakeArm, arm_client: ArmClient) -> None:
     fake_arm.add_region("eastus2", quota={A100: (0, 96)}, dedicated_total=(80, 100))
     report = run_preflight(arm_client, request(skus=(NC24,)))
@@ -265,13 +283,14 @@ def test_json_form_carries_the_same_facts(fake_arm: FakeArm, arm_client: ArmClie
 
 def test_bad_request_names_every_problem() -> None:
     with pytest.raises(ValueError) as caught:
-        PreflightRequest("not-a-guid", ("East US",), ("NC24",), 0)
+        PreflightRequest("not-a-guid", ("East US",), ("NC24",), 0, compute_name="gpu-cluster")
     message = str(caught.value)
     for field in (
         "subscription_id 'not-a-guid'",
         "region 'East US'",
         "sku 'NC24'",
         "max_nodes is 0",
+        "compute_name is set but workspace_names is empty",
     ):
         assert field in message
 
