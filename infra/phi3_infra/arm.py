@@ -115,12 +115,12 @@ class ArmClient:
         self._timeout_s = timeout_s
         session = requests.Session()
         # Enough pooled connections for the preflight's fan-out; retries belong to azure-core.
+        # HTTPS only: the bearer-token policy refuses plain HTTP.
         adapter = requests.adapters.HTTPAdapter(
             pool_maxsize=max_connections,
             max_retries=Retry(total=False, redirect=False, raise_on_status=False),
         )
         session.mount("https://", adapter)
-        session.mount("http://", adapter)
         self._client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(
             base_url=self.endpoint,
             transport=RequestsTransport(session=session, connection_verify=connection_verify),
