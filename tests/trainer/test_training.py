@@ -1,0 +1,122 @@
+"""End-to-end runs of ``python -m phi3_trainer`` on the tiny Phi-3 (CPU, seconds each)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.trainer.helpers import FAST_FLAGS, chat, greedy_reply, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    "Hello there", "How are you?", "What is Azure?", "Tell me a joke", "Explain LoRA",
+    "Good morning", "What time is it?", "Name a color", "Where is Paris?", "Count to three",
+]  # fmt: skip
+
+
+def test_full_fine_tune_learns_a_prompt_dependent_pattern(
+    tmp_path: Path, tiny_phi3: Path, next_number_file: Path, run_trainer
+) -> None:
+    out = tmp_path / "out"
+    validation = write_jsonl(tmp_path / "val.jsonl", [chat("What comes after 3?", "4")])
+    proc = run_trainer(
+        ["--model_name_or_path", str(tiny_phi3), "--train_file", str(next_number_file),
+         "--validation_file", str(validation), "--output_dir", str(out), "--use_lora", "false",
+         "--learning_rate", "3e-3", "--max_steps", "100", "--save_steps", "50",
+         "--activation_checkpointing", "false", *FAST_FLAGS]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == 100
+    assert metrics["train_loss_last_logged"] < metrics["train_loss_first_logged"] / 4
+    assert metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
+    assert (
+        metrics["eval_history"] and metrics["eval_loss"] < metrics["eval_history"][0]["eval_loss"]
+    )
+    assert metrics["tokens_seen"] > 0 and metrics["tokens_per_second"] > 0
+    assert not (out / "adapter").exists() and (out / "merged" / "model.safetensors").is_file()
+    replies = {n: greedy_reply(out / "merged", f"What comes after {n}?") for n in range(10)}
+    right = [n for n, reply in replies.items() if reply == f"{(n + 1) % 10}<|end|>"]
+    assert len(right) >= 8, replies
+    # The saved tokenizer keeps the stock template (not TRL's training twin) for serving.
+    stock = (tiny_phi3 / "chat_template.jinja").read_text()
+    assert (out / "merged" / "chat_template.jinja").read_text() == stock
+
+    run = json.loads((out / "run.json").read_text())
+    data_hash = hashlib.sha256(next_number_file.read_bytes()).hexdigest()
+    assert run["data"]["files"][str(next_number_file)]["sha256"] == data_hash
+    assert run["seed"] == 42 and run["assistant_only_loss"] is True
+    assert set(run["versions"]) >= {"python", "torch", "transformers", "trl", "peft"}
+    assert run["training_args"]["learning_rate"] == 3e-3
+
+
+def test_lora_without_packing_learns_a_reply_and_writes_adapter_and_merged_model(
+    tmp_path: Path, tiny_phi3: Path, run_trainer
+) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [chat(p, "I am Phi.") for p in PROMPTS * 2])
+    out = tmp_path / "out"
+    # Default activation checkpointing stays on here: the path real runs take.
+    proc = run_trainer(
+        ["--model_name_or_path", str(tiny_phi3), "--train_file", str(data), "--output_dir",
+         str(out), "--packing", "false", "--learning_rate", "1e-2", "--max_steps", "60",
+         "--validation_split", "0.1", *FAST_FLAGS]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_loss_last_logged"] < metrics["train_loss_first_logged"] - 0.3
+    assert greedy_reply(out / "merged", "A prompt it never saw") == "I am Phi.<|end|>"
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(tiny_phi3.resolve())
+    assert set(adapter_config["target_modules"]) == {
+        "qkv_proj",
+        "o_proj",
+        "gate_up_proj",
+        "down_proj",
+    }
+    base = AutoModelForCausalLM.from_pretrained(tiny_phi3)
+    with_adapter = PeftModel.from_pretrained(base, out / "adapter")
+    tokenizer = AutoTokenizer.from_pretrained(out / "adapter")
+    inputs = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hello there"}], add_generation_prompt=True,
+        return_tensors="pt", return_dict=True,
+    )  # fmt: skip
+    output = with_adapter.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert tokenizer.decode(output[0][inputs["input_ids"].shape[1] :]) == "I am Phi.<|end|>"
+    run = json.loads((out / "run.json").read_text())
+    assert run["data"]["train_examples"] == 18 and run["data"]["eval_examples"] == 2
+
+
+def test_invalid_data_fails_before_the_model_is_loaded(
+    tmp_path: Path, tiny_phi3: Path, run_trainer
+) -> None:
+    # Tokenizer but no weights: reaching the model load would fail with a different error.
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(tiny_phi3, no_weights, ignore=shutil.ignore_patterns("*.safetensors"))
+    train = tmp_path / "train.jsonl"
+    train.write_text(
+        json.dumps(chat("ok", "fine")) + "\n"
+        + json.dumps({"messages": [{"role": "assistant", "content": "first"}]}) + "\n"
+        + "{oops\n"
+        + json.dumps(chat("q", "x " * 300)) + "\n"
+    )  # fmt: skip
+    validation = write_jsonl(tmp_path / "val.jsonl", [{"text": "no messages"}])
+    out = tmp_path / "out"
+    proc = run_trainer(
+        ["--model_name_or_path", str(no_weights), "--train_file", str(train),
+         "--validation_file", str(validation), "--output_dir", str(out), *FAST_FLAGS]
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    for location in (f"{train}:2: ", f"{train}:3: ", f"{train}:4: ", f"{validation}:1: "):
+        assert location in proc.stderr
+    assert "longer than max_length 128" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
