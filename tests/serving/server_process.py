@@ -95,5 +95,5 @@ def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iter
             ) from None
     # uvicorn re-raises the signal after its graceful shutdown, so -SIGTERM is a clean exit.
     assert process.returncode in (0, -signal.SIGTERM), f"exit {process.returncode}:\n{server.log()}"
-    assert "Application shutdown complete" in server.log()
+    assert "Application shutdown complete" in server.log(), server.log()[-3000:]
     assert time.monotonic() - started < SHUTDOWN_LIMIT_S
