@@ -31,6 +31,7 @@ $(PF_STAMP): $(PF_REQS)
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy --explicit-package-bases infra/phi3_infra scripts/plan.py scripts/preflight.py
 	$(VENV)/bin/hadolint training_image/Dockerfile serving_image/Dockerfile
 
 format: setup
@@ -47,6 +48,7 @@ plan: setup
 	$(PY) scripts/plan.py
 
 bench: setup
+	$(PY) bench/preflight_concurrency.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/serve_throughput.py
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO_ROOT / "infra"))
 from phi3_infra.config import ConfigError  # noqa: E402
 from phi3_infra.offline import OfflineRun, PlannedResource, run_offline, stack_file_config  # noqa: E402
 from phi3_infra.policies import Violation, check_all, validation_args  # noqa: E402
-from phi3_infra.program import build_stack  # noqa: E402
+from phi3_infra.program import build_stack, offline_gpu_choice  # noqa: E402
 from phi3_infra.rbac import BuiltInRole  # noqa: E402
 
 # Settings worth seeing per type (dotted paths into the inputs); everything else is in --json.
@@ -60,13 +60,23 @@ KEY_PROPERTIES: Mapping[str, tuple[str, ...]] = {
         "containerRegistry",
         "applicationInsights",
     ),
+    "azure-native:machinelearningservices:Compute": (
+        "properties.computeType",
+        "properties.properties.vmSize",
+        "properties.properties.vmPriority",
+        "properties.properties.scaleSettings.minNodeCount",
+        "properties.properties.scaleSettings.maxNodeCount",
+        "properties.properties.scaleSettings.nodeIdleTimeBeforeScaleDown",
+        "properties.properties.remoteLoginPortPublicAccess",
+    ),
 }
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
 
 
 def plan_stack(config: Mapping[str, str], stack: str) -> OfflineRun:
     """Every resource the program registers for this flat config (`namespace:key` -> text)."""
-    return run_offline(build_stack, config, stack)
+    # Offline there is no Azure to ask: the first candidate size stands in, unchecked.
+    return run_offline(lambda: build_stack(preflight=offline_gpu_choice), config, stack)
 
 
 def check_policies(run: OfflineRun) -> list[Violation]:

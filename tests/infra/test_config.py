@@ -196,7 +196,7 @@ def test_invalid_config_fails_before_any_resource_is_registered(
 def test_valid_minimal_config_registers_resources(registered: list[str]) -> None:
     """Counterpart of the test above: the same recorder sees every resource of a good config."""
     run = plan_stack(MINIMAL, "eastus2")
-    assert len(registered) == len(run.resources) == 19
+    assert len(registered) == len(run.resources) == 21
     assert "costCenter" not in run.named("storage").inputs["tags"]
 
 

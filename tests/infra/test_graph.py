@@ -36,6 +36,8 @@ EXPECTED_GRAPH = {
     (ROLE_ASSIGNMENT, "hub-storage-file-data-privileged-contributor"): "foundry",
     (ROLE_ASSIGNMENT, "project-storage-blob-data-contributor"): "foundry",
     (ROLE_ASSIGNMENT, "project-storage-file-data-privileged-contributor"): "foundry",
+    ("phi3:compute:GpuCluster", "gpu-cluster"): None,
+    ("azure-native:machinelearningservices:Compute", "gpu-cluster-amlcompute"): "gpu-cluster",
 }
 # (principal's logical name, role, scope's logical name): every assignment and nothing else.
 EXPECTED_ROLES = {
@@ -61,12 +63,12 @@ def test_graph_has_every_resource_under_its_component(eastus2: OfflineRun) -> No
         for resource in eastus2.resources
     }
     assert graph == EXPECTED_GRAPH
-    assert len(eastus2.resources) == 19
+    assert len(eastus2.resources) == 21
 
 
 def test_every_azure_resource_is_in_the_stack_region_and_tagged(eastus2: OfflineRun) -> None:
     azure = [r for r in eastus2.resources if r.custom and r.type != ROLE_ASSIGNMENT]
-    assert len(azure) == 9
+    assert len(azure) == 10
     for resource in azure:
         assert resource.inputs["location"] == "eastus2", resource.name
         assert resource.inputs["tags"] == {
@@ -188,6 +190,9 @@ def test_outputs_name_the_created_resources(eastus2: OfflineRun) -> None:
         "identityId": eastus2.named("identity").id,
         "identityClientId": identity["clientId"],
         "identityPrincipalId": identity["principalId"],
+        "gpuClusterName": eastus2.named("gpu-cluster-amlcompute").azure_name,
+        "gpuVmSize": "Standard_NC24ads_A100_v4",
+        "gpuReservedVcpus": 24,
     }
 
 

@@ -15,7 +15,7 @@ def test_json_plan_lists_every_resource_with_roles_and_policy_results(
     assert plan.main(["--stack", "eastus2", "--json"]) == 0
     (report,) = json.loads(capsys.readouterr().out)
     assert report["stack"] == "eastus2"
-    assert report["count"] == len(report["resources"]) == 19
+    assert report["count"] == len(report["resources"]) == 21
     assert report["policyViolations"] == []
     storage = next(r for r in report["resources"] if r["name"] == "storage")
     assert storage["location"] == "eastus2"
@@ -36,11 +36,13 @@ def test_text_plan_covers_all_example_stacks(capsys: pytest.CaptureFixture[str])
     assert plan.main([]) == 0
     out = capsys.readouterr().out
     for stack in ("eastus2", "swedencentral"):
-        assert f"stack {stack}: 19 resources" in out
+        assert f"stack {stack}: 21 resources" in out
     assert out.count("policies: PASS") == 2
     assert "ACR_PULL -> registries/phi3acr" in out
     assert "(principal: identity, ServicePrincipal)" in out
     assert "allowSharedKeyAccess=False" in out
+    assert "vmSize=Standard_NC24ads_A100_v4" in out and "minNodeCount=0" in out
+    assert "gpuReservedVcpus = 24" in out
 
 
 def test_unknown_stack_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

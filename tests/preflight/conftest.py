@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from phi3_infra.arm import ArmClient
-from tests.fakes.arm_server import FakeArm, FixedToken
+from tests.fakes.arm_server import TOKEN, FakeArm, FixedToken
+from tests.fakes.azure_cli import install_fake_az
 
 
 @pytest.fixture
@@ -34,3 +36,17 @@ def arm_client(fake_arm: FakeArm, credential: FixedToken) -> Iterator[ArmClient]
         retry_backoff_s=0.05,
     ) as client:
         yield client
+
+
+@pytest.fixture
+def signed_in_env(fake_arm: FakeArm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeArm:
+    """The environment `pulumi up` or a CLI would see after `az login`, aimed at the fake ARM."""
+    bin_dir = install_fake_az(tmp_path / "bin").parent
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    # Only the CLI credential: no managed-identity probe of 169.254.169.254 from a test.
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "AzureCliCredential")
+    monkeypatch.setenv("FAKE_AZ_TOKEN", TOKEN)
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", fake_arm.subscription_id)
+    monkeypatch.setenv("AZURE_RESOURCE_MANAGER_ENDPOINT", fake_arm.url)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(fake_arm.ca_file))
+    return fake_arm

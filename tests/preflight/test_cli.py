@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,25 +11,16 @@ from pathlib import Path
 import pytest
 
 from scripts.preflight import main
-from tests.fakes.arm_server import SUBSCRIPTION_ID, TOKEN, FakeArm
-from tests.fakes.azure_cli import install_fake_az
+from tests.fakes.arm_server import FakeArm
 
 A100 = "standardNCADSA100v4Family"
 
 
 @pytest.fixture
-def signed_in(fake_arm: FakeArm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeArm:
-    bin_dir = install_fake_az(tmp_path / "bin").parent
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    # Only the CLI credential: no managed-identity probe of 169.254.169.254 from a test.
-    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "AzureCliCredential")
-    monkeypatch.setenv("FAKE_AZ_TOKEN", TOKEN)
-    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", SUBSCRIPTION_ID)
-    monkeypatch.setenv("AZURE_RESOURCE_MANAGER_ENDPOINT", fake_arm.url)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(fake_arm.ca_file))
-    fake_arm.add_region("eastus2", quota={A100: (0, 24)})
-    fake_arm.add_region("swedencentral", quota={A100: (0, 96)})
-    return fake_arm
+def signed_in(signed_in_env: FakeArm) -> FakeArm:
+    signed_in_env.add_region("eastus2", quota={A100: (0, 24)})
+    signed_in_env.add_region("swedencentral", quota={A100: (0, 96)})
+    return signed_in_env
 
 
 def test_prints_the_ranked_table(signed_in: FakeArm, capsys: pytest.CaptureFixture[str]) -> None:

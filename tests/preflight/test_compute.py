@@ -10,16 +10,9 @@ import pytest
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.rpc import deserialize_properties
 
-from phi3_infra.arm import ArmClient
 from phi3_infra.compute import GpuCluster, GpuClusterArgs, reserved_vcpus, vcpus_per_node
 from phi3_infra.offline import AzureMocks
-from phi3_infra.preflight import (
-    PreflightFailed,
-    PreflightRequest,
-    PreflightUnavailable,
-    require_gpu_sku,
-)
-from tests.fakes.arm_server import SUBSCRIPTION_ID, FakeArm, FixedToken
+from tests.fakes.arm_server import SUBSCRIPTION_ID
 
 IDENTITY_ID = (
     f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/rg-phi3/providers/"
@@ -152,61 +145,3 @@ def test_bad_cluster_args_name_every_problem() -> None:
         "idle_seconds_before_scale_down is -1",
     ):
         assert fact in message
-
-
-def gated_program(client: ArmClient, request: PreflightRequest) -> Callable[[], object]:
-    """What the stack program does: the preflight first, then resources with its answer."""
-
-    def program() -> object:
-        chosen = require_gpu_sku(client, request)
-        cluster = GpuCluster(
-            "gpu",
-            cluster_args(
-                vm_size=chosen.sku,
-                max_nodes=request.max_nodes,
-                vcpus_per_node=chosen.vcpus_per_node,
-            ),
-        )
-        return cluster.reserved_vcpus
-
-    return program
-
-
-A100 = "standardNCADSA100v4Family"
-CANDIDATES = ("Standard_NC48ads_A100_v4", "Standard_NC24ads_A100_v4")
-
-
-def stack_request(**changes: Any) -> PreflightRequest:
-    return PreflightRequest(SUBSCRIPTION_ID, ("eastus2",), CANDIDATES, 1, **changes)
-
-
-def test_passing_preflight_creates_the_cluster_with_the_first_fitting_size(
-    fake_arm: FakeArm, arm_client: ArmClient
-) -> None:
-    fake_arm.add_region("eastus2", quota={A100: (0, 24)})
-    monitor = run_program(gated_program(arm_client, stack_request()))
-    (request,) = monitor.of_type(COMPUTE)
-    vm_size = deserialize_properties(request.object)["properties"]["properties"]["vmSize"]
-    assert vm_size == "Standard_NC24ads_A100_v4"
-
-
-def test_failing_preflight_registers_nothing_and_says_why(
-    fake_arm: FakeArm, arm_client: ArmClient
-) -> None:
-    fake_arm.add_region("eastus2", quota={A100: (0, 0)})
-    fake_arm.soft_delete_vault("kv-phi3-eastus2", "eastus2")
-    monitor = RegistrationMonitor()
-    request = stack_request(key_vault_names=("kv-phi3-eastus2",))
-    with pytest.raises(PreflightFailed) as caught:
-        run_program(gated_program(arm_client, request), monitor)
-    assert monitor.requests == []
-    message = str(caught.value)
-    assert "Standard NCADSA100v4 Family Cluster Dedicated vCPUs" in message
-    assert "az keyvault purge --name kv-phi3-eastus2" in message
-
-
-def test_preflight_that_cannot_check_stops_with_what_to_do(fake_arm: FakeArm) -> None:
-    fake_arm.add_region("eastus2", quota={A100: (0, 24)})
-    client = fake_arm.client(FixedToken("stale"))
-    with client, pytest.raises(PreflightUnavailable, match=r"az login.*skip_preflight"):
-        run_program(gated_program(client, stack_request()))
