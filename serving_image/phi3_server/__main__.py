@@ -11,7 +11,6 @@ import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
-from phi3_server.app import create_app
 from phi3_server.loading import ModelLocationError, locate_model
 from phi3_server.settings import Settings
 
@@ -38,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLocationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+    from phi3_server.app import create_app  # torch and transformers: only once the set-up is valid
 
     load_failed = threading.Event()
 

@@ -381,6 +381,12 @@ def create_app(settings: Settings, source: ModelSource, on_fatal: Callable[[], N
         else:
             conversations = [[m.as_template_input() for m in body.input_data.input_string]]
             parameters = body.input_data.parameters
+        if len(conversations) > admission.limit:
+            raise APIError(
+                400,
+                f"input_data: {len(conversations)} texts; at most {admission.limit} per request",
+                param="input_data",
+            )
         prompts = [model.prompt_ids(c, "input_data") for c in conversations]
         samplings = [
             _score_sampling(

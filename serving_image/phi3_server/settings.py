@@ -22,13 +22,13 @@ class Settings(BaseSettings):
 
     model_dir: Path | None = Field(
         None,
-        description="merged model folder or LoRA adapter folder; "
-        "default: searched for under $AZUREML_MODEL_DIR",
+        description="merged model folder or LoRA adapter folder "
+        "(unset: searched for under $AZUREML_MODEL_DIR)",
     )
     base_model: Path | None = Field(
         None,
-        description="base model folder for an adapter; "
-        "default: base_model_name_or_path from its adapter_config.json",
+        description="base model folder for an adapter "
+        "(unset: base_model_name_or_path from its adapter_config.json)",
     )
     host: str = Field("127.0.0.1", description="address to listen on (the image sets 0.0.0.0)")
     port: int = Field(5001, ge=1, le=65535, description="port to listen on")
