@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from phi3_server.__main__ import main
 from phi3_server.loading import ModelLocationError, ModelSource, locate_model
-from tests.serving.server_process import serve
+from tests.serving.server_process import REPO_ROOT, SERVER_MODULE, free_port, serve
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -114,3 +117,28 @@ def test_serves_a_lora_adapter_found_in_an_azureml_mount(tiny_phi3: Path, tmp_pa
             model="phi3", messages=QUESTION, temperature=0, max_tokens=10
         )
     assert answer.choices[0].message.content == expected
+
+
+@pytest.mark.slow
+def test_unloadable_weights_stop_the_process(tiny_phi3: Path, tmp_path: Path) -> None:
+    """A never-ready container would only be killed by its probes; exiting 1 says why at once."""
+    broken = _copy(tiny_phi3, tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            SERVER_MODULE,
+            "--model-dir",
+            str(broken),
+            "--port",
+            str(free_port()),
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "serving_image")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot serve {broken}" in result.stderr
