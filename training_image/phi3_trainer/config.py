@@ -154,8 +154,11 @@ class TrainerConfig(SFTConfig):
             self.activation_checkpointing = True
         if self.report_to is None:
             self.report_to = "mlflow" if os.environ.get("MLFLOW_TRACKING_URI") else "none"
+        cuda = torch.cuda.is_available()
+        # Without a GPU, say so: accelerate then runs torchrun workers as CPU DDP (gloo) instead
+        # of as independent copies of the same job.
+        self.use_cpu = self.use_cpu or not cuda
         if self.bf16 is None:
-            cuda = torch.cuda.is_available()
             self.bf16 = cuda and torch.cuda.is_bf16_supported() and not self.fp16
             self.fp16 = self.fp16 or (cuda and not self.bf16)
         super().__post_init__()
