@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.helpers import TRAINER_ENV, next_number_records, write_jsonl
+from tests.trainer.helpers import TRAINER_ENV, TRAINER_MODULE, next_number_records, write_jsonl
 
 
 @pytest.fixture
 def run_trainer(repo_root: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "phi3_trainer", *args],
+            [sys.executable, "-m", TRAINER_MODULE, *args],
             cwd=repo_root,
             env=TRAINER_ENV,
             capture_output=True,

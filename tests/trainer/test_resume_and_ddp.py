@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from phi3_trainer.checkpoints import newest_complete_checkpoint
-from tests.trainer.helpers import FAST_FLAGS, TRAINER_ENV
+from tests.trainer.helpers import FAST_FLAGS, TRAINER_ENV, TRAINER_MODULE
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def test_sigkill_then_resume_auto_finishes_at_the_same_step(
             "--save_total_limit", "2", "--validation_split", "0", "--learning_rate", "1e-2",
             *FAST_FLAGS]  # fmt: skip
     first = subprocess.Popen(
-        [sys.executable, "-m", "phi3_trainer", *args],
+        [sys.executable, "-m", TRAINER_MODULE, *args],
         cwd=repo_root,
         env=TRAINER_ENV,
         stdout=subprocess.DEVNULL,
@@ -78,7 +78,7 @@ def test_two_process_ddp_on_cpu_with_the_same_entrypoint(
             "--master_port",
             str(free_port()),
             "-m",
-            "phi3_trainer",
+            TRAINER_MODULE,
             "--model_name_or_path",
             str(tiny_phi3),
             "--train_file",
