@@ -21,11 +21,23 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "infra"))
 
 from phi3_infra.config import ConfigError  # noqa: E402
-from phi3_infra.offline import OfflineRun, PlannedResource, run_offline, stack_file_config  # noqa: E402
+from phi3_infra.offline import (  # noqa: E402
+    CLIENT_OBJECT_ID,
+    OfflineRun,
+    PlannedResource,
+    run_offline,
+    stack_file_config,
+)
 from phi3_infra.policies import Violation, check_all, validation_args  # noqa: E402
-from phi3_infra.program import build_stack, offline_gpu_choice  # noqa: E402
+from phi3_infra.program import (  # noqa: E402
+    build_stack,
+    offline_gpu_choice,
+    offline_registry_token,
+)
 from phi3_infra.rbac import BuiltInRole  # noqa: E402
 
+ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
+DYNAMIC = "pulumi-python:dynamic:Resource"
 # Settings worth seeing per type (dotted paths into the inputs); everything else is in --json.
 KEY_PROPERTIES: Mapping[str, tuple[str, ...]] = {
     "azure-native:storage:StorageAccount": (
@@ -69,14 +81,56 @@ KEY_PROPERTIES: Mapping[str, tuple[str, ...]] = {
         "properties.properties.scaleSettings.nodeIdleTimeBeforeScaleDown",
         "properties.properties.remoteLoginPortPublicAccess",
     ),
+    "azure-native:storage:BlobContainer": ("publicAccess",),
+    "azure-native:machinelearningservices:DataVersion": ("name", "properties.dataUri"),
+    "azure-native:machinelearningservices:EnvironmentVersion": (
+        "name",
+        "properties.image",
+        "properties.inferenceConfig.readinessRoute.path",
+        "properties.inferenceConfig.scoringRoute.path",
+    ),
+    "azure-native:machinelearningservices:Job": (
+        "properties.computeId",
+        "properties.resources.instanceCount",
+        "properties.distribution.processCountPerInstance",
+        "properties.identity.identityType",
+        "properties.command",
+    ),
+    "azure-native:machinelearningservices:ModelVersion": ("name", "properties.modelUri"),
+    "azure-native:machinelearningservices:OnlineEndpoint": (
+        "properties.authMode",
+        "identity.type",
+    ),
+    "azure-native:machinelearningservices:OnlineDeployment": (
+        "properties.instanceType",
+        "sku.capacity",
+        "properties.requestSettings.requestTimeout",
+        "properties.requestSettings.maxConcurrentRequestsPerInstance",
+        "properties.model",
+    ),
+    # Steps run through the ARM client (pulumi.dynamic): what each one acts on.
+    DYNAMIC: (
+        "image",
+        "url",
+        "job_id",
+        "timeout_s",
+        "deployment_name",
+        "key_vault",
+        "purge_key_vault",
+        "workspaces",
+    ),
 }
-ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
 
 
 def plan_stack(config: Mapping[str, str], stack: str) -> OfflineRun:
     """Every resource the program registers for this flat config (`namespace:key` -> text)."""
-    # Offline there is no Azure to ask: the first candidate size stands in, unchecked.
-    return run_offline(lambda: build_stack(preflight=offline_gpu_choice), config, stack)
+    # Offline there is no Azure to ask: the first candidate size stands in, unchecked, and no
+    # registry token is fetched.
+    return run_offline(
+        lambda: build_stack(preflight=offline_gpu_choice, registry_token=offline_registry_token),
+        config,
+        stack,
+    )
 
 
 def check_policies(run: OfflineRun) -> list[Violation]:
@@ -104,7 +158,7 @@ def _display(value: Any) -> Any:
 
 def _principals(run: OfflineRun) -> dict[str, str]:
     """principal id -> logical name of the identity or workspace that owns it."""
-    owners = {}
+    owners = {CLIENT_OBJECT_ID: "deployer"}  # whoever runs `pulumi up`
     for resource in run.resources:
         if resource.type == ROLE_ASSIGNMENT:
             continue  # its outputs echo the principal it grants to
@@ -158,13 +212,21 @@ def _text_line(entry: Mapping[str, Any]) -> str:
     return f"{head} {' '.join(settings)}"
 
 
+def shown_outputs(run: OfflineRun) -> dict[str, Any]:
+    """Outputs as `pulumi stack output` prints them: secrets masked."""
+    return {
+        key: "[secret]" if key in run.secret_outputs else value
+        for key, value in run.outputs.items()
+    }
+
+
 def render_text(stack: str, run: OfflineRun, violations: Sequence[Violation]) -> str:
     entries = [describe(resource, run) for resource in run.resources]
     entries.sort(key=lambda e: (e["parent"] is not None, e["parent"] or "", e["type"], e["name"]))
     lines = [f"stack {stack}: {len(entries)} resources"]
     lines += [_text_line(entry) for entry in entries]
     lines.append("outputs:")
-    lines += [f"  {key} = {value}" for key, value in sorted(run.outputs.items())]
+    lines += [f"  {key} = {value}" for key, value in sorted(shown_outputs(run).items())]
     lines.append(f"policies: {'PASS' if not violations else f'{len(violations)} violation(s)'}")
     lines += [f"  [{item.policy}] {item.message}" for item in violations]
     return "\n".join(lines)
@@ -201,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "stack": stack,
                     "count": len(run.resources),
                     "resources": [describe(resource, run) for resource in run.resources],
-                    "outputs": run.outputs,
+                    "outputs": shown_outputs(run),
                     "policyViolations": [vars(item) for item in violations],
                 }
             )

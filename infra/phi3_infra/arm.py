@@ -173,6 +173,24 @@ class ArmClient:
             page = self._send("GET", self._same_origin(next_link), {}).json()
             yield from page.get("value", [])
 
+    def post_json(
+        self,
+        path: str,
+        api_version: str,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """POST an action (purge, scheduleRun, listKeys); an empty answer reads as {}."""
+        response = self._send(
+            "POST", self._url(path), {"api-version": api_version, **(params or {})}, body
+        )
+        return _json_or_empty(response)
+
+    def put_json(self, path: str, api_version: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT a whole resource (ARM answers 200/201, or 202 while it is still being applied)."""
+        response = self._send("PUT", self._url(path), {"api-version": api_version}, body)
+        return _json_or_empty(response)
+
     def delete(self, path: str, api_version: str, params: Mapping[str, str] | None = None) -> int:
         """Issue a DELETE; returns the status (200, 202 accepted, 204 already gone)."""
         response = self._send(
@@ -191,8 +209,16 @@ class ArmClient:
             raise ArmError(f"refusing nextLink outside {self.endpoint}: {url}")
         return url
 
-    def _send(self, method: str, url: str, params: Mapping[str, str]) -> HttpResponse:
-        request = HttpRequest(method, url, params=dict(params))
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str],
+        body: Mapping[str, Any] | None = None,
+    ) -> HttpResponse:
+        request = HttpRequest(
+            method, url, params=dict(params), json=dict(body) if body is not None else None
+        )
         where = f"{method} {urlsplit(url).path}"
         try:
             response = self._client.send_request(
@@ -216,6 +242,13 @@ class ArmClient:
         if status >= 500:
             raise ArmUnavailableError(message, status=status, code=code)
         raise ArmError(message, status=status, code=code)
+
+
+def _json_or_empty(response: HttpResponse) -> dict[str, Any]:
+    if not response.content:
+        return {}
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def client_from_environment(endpoint: str | None = None, **options: Any) -> ArmClient:

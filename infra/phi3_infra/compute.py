@@ -8,7 +8,7 @@ the cluster (deleted first: the name stays the same).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -35,6 +35,20 @@ def vcpus_per_node(vm_size: str) -> int:
     return int(match.group(2) or match.group(1))
 
 
+# GPUs per node of the usual fine-tuning sizes, for runs where no preflight asked Azure (the
+# preflight reads the count from the vmSizes API).
+KNOWN_GPUS_PER_NODE = {
+    "Standard_NC24ads_A100_v4": 1,
+    "Standard_NC48ads_A100_v4": 2,
+    "Standard_NC96ads_A100_v4": 4,
+    "Standard_NC40ads_H100_v5": 1,
+    "Standard_NC80adis_H100_v5": 2,
+    "Standard_ND96asr_v4": 8,
+    "Standard_ND96amsr_A100_v4": 8,
+    "Standard_ND96isr_H100_v5": 8,
+}
+
+
 def reserved_vcpus(vm_size: str, max_nodes: int, per_node: int | None = None) -> int:
     """Quota vCPUs the cluster can hold at full scale: vCPUs per node x max nodes."""
     return (per_node if per_node is not None else vcpus_per_node(vm_size)) * max_nodes
@@ -53,6 +67,8 @@ class GpuClusterArgs:
     tags: Mapping[str, str]
     compute_name: str = "gpu-cluster"
     vcpus_per_node: int | None = None  # from the preflight; else read from the size name
+    # Role assignments the nodes need before they pull images or mount data.
+    depends_on: Sequence[pulumi.Resource] = ()
 
     def __post_init__(self) -> None:
         problems = []
@@ -121,6 +137,7 @@ class GpuCluster(pulumi.ComponentResource):
                 parent=self,
                 replace_on_changes=REPLACE_ON_CHANGES,
                 delete_before_replace=True,
+                depends_on=list(args.depends_on),
             ),
         )
         self.register_outputs({

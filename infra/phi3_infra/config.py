@@ -15,7 +15,14 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime.config import CONFIG, get_config_env
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from phi3_infra.regions import AZURE_PUBLIC_REGIONS, normalize_region, region_error
@@ -31,6 +38,22 @@ DEFAULT_GPU_SKUS = (
 _PREFIX_RULE = re.compile(r"^[a-z][a-z0-9]{1,9}$")
 _VM_SKU_RULE = re.compile(r"^Standard_[A-Za-z0-9_]+$")
 _AZURE_TAG_VALUE_MAX = 256
+# registry/repository[:tag][@sha256:digest], registry host first (a prebuilt image must name it).
+_IMAGE_REF_RULE = re.compile(
+    r"^(?P<registry>[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?)/"
+    r"[a-z0-9]+([._/-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
+# Trainer flags the program sets itself (data, model location, outputs): not overridable.
+RESERVED_TRAINER_ARGS = frozenset(
+    {"train_file", "validation_file", "output_dir", "model_name_or_path", "config"}
+)
+_TRAINER_ARG_RULE = re.compile(r"^[a-z][a-z0-9_]*$")
+_MODEL_REFERENCE_RULE = re.compile(
+    r"^azureml:(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<version>[A-Za-z0-9_.-]+)$"
+)
+# Azure ML cuts every online request off at 180 s; the server's own limit must stay below.
+AZURE_REQUEST_TIMEOUT_CAP_S = 180
+DEFAULT_SERVING_INSTANCE_TYPE = "Standard_E4s_v3"
 
 
 class ConfigError(ValueError):
@@ -41,6 +64,27 @@ class Stage(StrEnum):
     INFRA = "infra"
     TRAIN = "train"
     SERVE = "serve"
+
+
+class ImageBuild(StrEnum):
+    LOCAL = "local"  # BuildKit on this machine (pulumi-docker-build), pushed with an Entra token
+    REMOTE = "remote"  # ACR build task in the stack's registry: no Docker needed
+    PREBUILT = "prebuilt"  # existing image references, given in trainerImage / serverImage
+
+
+class PrincipalKind(StrEnum):
+    """Who runs `pulumi up`: Azure checks a role assignment's principal type against it."""
+
+    USER = "User"
+    SERVICE_PRINCIPAL = "ServicePrincipal"
+
+
+class EndpointAuthMode(StrEnum):
+    KEY = "key"
+    AAD_TOKEN = "aadToken"
+
+
+TrainerArg = str | int | float | bool
 
 
 class StackConfig(BaseModel):
@@ -62,8 +106,26 @@ class StackConfig(BaseModel):
     low_priority: bool = False
     idle_seconds_before_scale_down: int = Field(default=300, ge=60)
     skip_preflight: bool = False
-    stages: tuple[Stage, ...] = (Stage.INFRA,)
+    stages: tuple[Stage, ...] = (Stage.INFRA, Stage.TRAIN, Stage.SERVE)
     key_vault_purge_protection: bool = False
+    # Paths are relative to the folder of Pulumi.yaml (see phi3_infra.paths).
+    training_data: str | None = Field(default=None, min_length=1)
+    validation_data: str | None = Field(default=None, min_length=1)
+    base_model: str = Field(default="microsoft/Phi-3-mini-4k-instruct", min_length=1)
+    # Extra `python -m phi3_trainer` flags (name -> value); unset: the trainer's defaults.
+    trainer_args: dict[str, TrainerArg] | None = None
+    image_build: ImageBuild = ImageBuild.REMOTE
+    trainer_image: str | None = None
+    server_image: str | None = None
+    wait_for_training: bool = True
+    training_timeout_minutes: int = Field(default=720, ge=1)
+    model_reference: str | None = Field(default=None, min_length=1)
+    endpoint_auth_mode: EndpointAuthMode = EndpointAuthMode.KEY
+    serving_instance_type: str = DEFAULT_SERVING_INSTANCE_TYPE
+    serving_instance_count: int = Field(default=1, ge=1)
+    request_timeout_seconds: int = Field(default=90, ge=1, lt=AZURE_REQUEST_TIMEOUT_CAP_S)
+    max_concurrent_requests: int = Field(default=4, ge=1)
+    deployer_principal_type: PrincipalKind = PrincipalKind.USER
 
     @field_validator("location")
     @classmethod
@@ -103,6 +165,121 @@ class StackConfig(BaseModel):
             raise ValueError(f"stages must include 'infra'; allowed: {[s.value for s in Stage]}")
         return value
 
+    @field_validator("serving_instance_type")
+    @classmethod
+    def _valid_instance_type(cls, value: str) -> str:
+        if not _VM_SKU_RULE.fullmatch(value):
+            raise ValueError(
+                f"invalid instance type {value!r}: an Azure VM size like "
+                f"{DEFAULT_SERVING_INSTANCE_TYPE!r}"
+            )
+        return value
+
+    @field_validator("trainer_image", "server_image")
+    @classmethod
+    def _valid_image_ref(cls, value: str | None) -> str | None:
+        if value is not None and not _IMAGE_REF_RULE.fullmatch(value):
+            raise ValueError(
+                f"invalid image reference {value!r}: expected "
+                "<registry>/<repository>:<tag> or <registry>/<repository>@sha256:<digest>"
+            )
+        return value
+
+    @field_validator("model_reference")
+    @classmethod
+    def _valid_model_reference(cls, value: str | None) -> str | None:
+        if value is not None and not _MODEL_REFERENCE_RULE.fullmatch(value):
+            raise ValueError(
+                f"invalid model reference {value!r}: expected azureml:<name>:<version> of a model "
+                "registered in this stack's project"
+            )
+        return value
+
+    def model_name_and_version(self) -> tuple[str, str] | None:
+        match = _MODEL_REFERENCE_RULE.fullmatch(self.model_reference or "")
+        return (match["name"], match["version"]) if match else None
+
+    @field_validator("trainer_args")
+    @classmethod
+    def _valid_trainer_args(
+        cls, value: dict[str, TrainerArg] | None
+    ) -> dict[str, TrainerArg] | None:
+        if value is None:
+            return value
+        bad = sorted(name for name in value if not _TRAINER_ARG_RULE.fullmatch(name))
+        reserved = sorted(RESERVED_TRAINER_ARGS & set(value))
+        problems = []
+        if bad:
+            problems.append(f"{bad} are not trainer flag names (snake_case, e.g. num_train_epochs)")
+        if reserved:
+            problems.append(f"{reserved} are set by the program from the other keys")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @model_validator(mode="after")
+    def _stages_have_what_they_need(self) -> StackConfig:
+        problems = [*self._training_problems(), *self._serving_problems(), *self._image_problems()]
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
+
+    def _training_problems(self) -> list[str]:
+        if Stage.TRAIN in self.stages:
+            if self.training_data is None:
+                return [f"{config_key('training_data')}: required when stages include 'train'"]
+            return []
+        set_keys = [
+            key for key in ("training_data", "validation_data") if getattr(self, key) is not None
+        ]
+        return [f"{config_key(key)}: only used when stages include 'train'" for key in set_keys]
+
+    def _serving_problems(self) -> list[str]:
+        reference = config_key("model_reference")
+        if Stage.SERVE not in self.stages:
+            return [f"{reference}: only used when stages include 'serve'"] * bool(
+                self.model_reference
+            )
+        if Stage.TRAIN in self.stages:
+            problems = []
+            if self.model_reference is not None:
+                problems.append(
+                    f"{reference}: serves a model trained elsewhere; with 'train' in stages "
+                    "the trained model is served, so remove one of them"
+                )
+            if not self.wait_for_training:
+                problems.append(
+                    f"{config_key('wait_for_training')}: 'serve' deploys the trained model, so "
+                    "the run must wait for training; set it true or drop 'serve'"
+                )
+            return problems
+        if self.model_reference is None:
+            return [
+                f"{reference}: required when stages include 'serve' without 'train' "
+                "(an Azure ML model id, azureml:<name>:<version>)"
+            ]
+        return []
+
+    def _image_problems(self) -> list[str]:
+        needed = {
+            "trainer_image": Stage.TRAIN in self.stages,
+            "server_image": Stage.SERVE in self.stages,
+        }
+        problems = []
+        for key, used in needed.items():
+            given = getattr(self, key) is not None
+            if self.image_build is ImageBuild.PREBUILT and used and not given:
+                problems.append(f"{config_key(key)}: required when imageBuild is 'prebuilt'")
+            if self.image_build is not ImageBuild.PREBUILT and given:
+                problems.append(
+                    f"{config_key(key)}: only used when imageBuild is 'prebuilt' "
+                    f"(imageBuild is {self.image_build.value!r}: the image is built)"
+                )
+        return problems
+
+    def uses(self, stage: Stage) -> bool:
+        return stage in self.stages
+
 
 def config_key(field: str) -> str:
     """The YAML key for a StackConfig field or alias ('max_nodes' -> 'phi3-foundry:maxNodes')."""
@@ -113,7 +290,9 @@ def config_key(field: str) -> str:
 
 def _error_line(error: Mapping[str, Any]) -> str:
     location = error["loc"]
-    key = config_key(str(location[0])) if location else NAMESPACE
+    if not location:  # a rule across keys: its message names them
+        return str(error["msg"]).removeprefix("Value error, ")
+    key = config_key(str(location[0]))
     where = "".join(f"[{part}]" for part in location[1:])
     if error["type"] == "extra_forbidden":
         known = ", ".join(config_key(name) for name in StackConfig.model_fields)
@@ -139,8 +318,8 @@ def _config_error(lines: list[str]) -> ConfigError:
 
 
 def _decode(raw: str) -> Any:
-    """Pulumi passes lists as JSON text; scalars stay strings for pydantic to coerce."""
-    if raw.lstrip().startswith("["):
+    """Pulumi passes lists and maps as JSON text; scalars stay strings for pydantic to coerce."""
+    if raw.lstrip().startswith(("[", "{")):
         try:
             return json.loads(raw)
         except json.JSONDecodeError:

@@ -16,6 +16,7 @@ from pulumi_azure_native import (
 )
 
 from phi3_infra.naming import StackNames
+from phi3_infra.teardown import SoftDeletePurge
 
 _LOG_RETENTION_DAYS = 30
 # Shortest retention Azure allows: a destroyed stack's vault name is released sooner.
@@ -37,6 +38,7 @@ class FoundationArgs:
     location: str
     tags: dict[str, str]
     tenant_id: pulumi.Input[str]
+    subscription_id: pulumi.Input[str]
     key_vault_purge_protection: bool
 
 
@@ -59,6 +61,18 @@ class Foundation(pulumi.ComponentResource):
         )
         in_group = _InResourceGroup(
             resource_group_name=self.resource_group.name, location=location, tags=tags, opts=child
+        )
+        # Registered before the vault and the workspaces, which depend on it: `pulumi destroy`
+        # deletes them first, then purges them here, then deletes the group (see teardown.py).
+        self.purge = SoftDeletePurge(
+            "soft-delete-purge",
+            subscription_id=args.subscription_id,
+            resource_group=self.resource_group.name,
+            location=location,
+            key_vault=names.key_vault,
+            purge_key_vault=not args.key_vault_purge_protection,
+            workspaces=(names.project, names.hub),
+            opts=child,
         )
 
         self.storage_account = storage.StorageAccount(
@@ -90,7 +104,10 @@ class Foundation(pulumi.ComponentResource):
                 # against deletion but blocks this vault name for good (bump nameGeneration).
                 "enable_purge_protection": True if args.key_vault_purge_protection else None,
             },
-            **in_group,
+            resource_group_name=self.resource_group.name,
+            location=location,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.purge]),
         )
 
         self.container_registry = containerregistry.Registry(

@@ -34,6 +34,7 @@ class StackNames:
     hub: str
     project: str
     identity: str
+    online_endpoint: str  # DNS label <name>.<region>.inference.ml.azure.com: unique per region
 
     def globally_unique(self) -> dict[str, str]:
         """Names that must be free across all of Azure (DNS names), by resource kind."""
@@ -75,4 +76,5 @@ def stack_names(config: StackConfig, project: str, stack: str) -> StackNames:
         hub=f"hub-{prefix}-{suffix}",
         project=f"proj-{prefix}-{suffix}",
         identity=f"id-{prefix}-{slug}-{suffix}",
+        online_endpoint=f"ep-{prefix}-{suffix}",
     )

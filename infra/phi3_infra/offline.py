@@ -7,10 +7,12 @@ so the recorded resources show exactly what `pulumi up` would send.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +61,40 @@ ARM_TYPES: Mapping[str, tuple[str, str]] = {
         "Microsoft.MachineLearningServices/workspaces/{workspaceName}/computes",
         "computeName",
     ),
+    "azure-native:storage:BlobContainer": (
+        "Microsoft.Storage/storageAccounts/{accountName}/blobServices/default/containers",
+        "containerName",
+    ),
+    # Asset versions: ARM names them by their version, under the asset's name.
+    "azure-native:machinelearningservices:DataVersion": (
+        "Microsoft.MachineLearningServices/workspaces/{workspaceName}/data/{name}/versions",
+        "version",
+    ),
+    "azure-native:machinelearningservices:EnvironmentVersion": (
+        "Microsoft.MachineLearningServices/workspaces/{workspaceName}/environments/{name}/versions",
+        "version",
+    ),
+    "azure-native:machinelearningservices:ModelVersion": (
+        "Microsoft.MachineLearningServices/workspaces/{workspaceName}/models/{name}/versions",
+        "version",
+    ),
+    # A job's name is its `id` input.
+    "azure-native:machinelearningservices:Job": (
+        "Microsoft.MachineLearningServices/workspaces/{workspaceName}/jobs",
+        "id",
+    ),
+    "azure-native:machinelearningservices:OnlineEndpoint": (
+        "Microsoft.MachineLearningServices/workspaces/{workspaceName}/onlineEndpoints",
+        "endpointName",
+    ),
+    "azure-native:machinelearningservices:OnlineDeployment": (
+        "Microsoft.MachineLearningServices/workspaces/{workspaceName}/onlineEndpoints"
+        "/{endpointName}/deployments",
+        "deploymentName",
+    ),
 }
+LIST_ENDPOINT_KEYS = "azure-native:machinelearningservices:listOnlineEndpointKeys"
+DOCKER_BUILD_IMAGE = "docker-build:index:Image"
 
 
 def _guid(*parts: str) -> str:
@@ -95,6 +130,10 @@ class AzureMocks(Mocks):
     """Echo inputs and add the read-only outputs ARM would compute."""
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if args.typ == DOCKER_BUILD_IMAGE:
+            pushed = "|".join(args.inputs.get("tags", []))
+            digest = "sha256:" + hashlib.sha256(pushed.encode()).hexdigest()
+            return f"{args.name}-image", dict(args.inputs) | {"digest": digest}
         if not args.typ.startswith("azure-native:"):
             return None, dict(args.inputs)
         _, name_key = ARM_TYPES.get(args.typ, ("", ""))
@@ -111,6 +150,15 @@ class AzureMocks(Mocks):
             }
         if args.typ == "azure-native:containerregistry:Registry":
             state["loginServer"] = f"{name}.azurecr.io"
+        if args.typ == "azure-native:storage:StorageAccount":
+            state["primaryEndpoints"] = {"blob": f"https://{name}.blob.core.windows.net/"}
+        if args.typ == "azure-native:machinelearningservices:OnlineEndpoint":
+            host = f"https://{name}.{args.inputs['location']}.inference.ml.azure.com"
+            state["properties"] = dict(args.inputs["properties"]) | {
+                "scoringUri": f"{host}/score",
+                "swaggerUri": f"{host}/swagger.json",
+                "provisioningState": "Succeeded",
+            }
         return arm_id, state
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -120,6 +168,12 @@ class AzureMocks(Mocks):
                 "objectId": CLIENT_OBJECT_ID,
                 "subscriptionId": SUBSCRIPTION_ID,
                 "tenantId": TENANT_ID,
+            }, []
+        if args.token == LIST_ENDPOINT_KEYS:
+            endpoint = str(args.args["endpointName"])
+            return {
+                "primaryKey": _guid(endpoint, "primary").replace("-", ""),
+                "secondaryKey": _guid(endpoint, "secondary").replace("-", ""),
             }, []
         raise NotImplementedError(f"no offline answer for invoke {args.token}")
 
@@ -136,6 +190,8 @@ class PlannedResource:
     id: str | None
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    # URNs this resource waits for: `depends_on` plus the resources its inputs come from.
+    dependencies: frozenset[str] = frozenset()
 
     @property
     def azure_name(self) -> str | None:
@@ -149,15 +205,20 @@ class _RecordingMonitor(MockMonitor):
         super().__init__(mocks)
         self.parents: dict[str, str] = {}
         self.requests: dict[str, tuple[str, str, bool, dict[str, Any]]] = {}
+        self.dependencies: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
 
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             inputs = pulumi.runtime.rpc.deserialize_properties(request.object)
+            waits_for = set(request.dependencies)
+            for property_dependencies in request.propertyDependencies.values():
+                waits_for.update(property_dependencies.urns)
             with self._lock:
                 self.parents[response.urn] = request.parent
                 self.requests[response.urn] = (request.type, request.name, request.custom, inputs)
+                self.dependencies[response.urn] = frozenset(waits_for)
         return response
 
 
@@ -165,6 +226,8 @@ class _RecordingMonitor(MockMonitor):
 class OfflineRun:
     resources: list[PlannedResource] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    # Stack outputs Pulumi would store encrypted and print as [secret].
+    secret_outputs: set[str] = field(default_factory=set)
 
     def of_type(self, token: str) -> list[PlannedResource]:
         return [resource for resource in self.resources if resource.type == token]
@@ -172,6 +235,25 @@ class OfflineRun:
     def named(self, logical_name: str) -> PlannedResource:
         (match,) = [resource for resource in self.resources if resource.name == logical_name]
         return match
+
+    def waits_for(self, later: str, earlier: str) -> bool:
+        """Whether `later` (logical name) is created only after `earlier`, directly or through
+        other resources; a component counts as done when its children are."""
+        by_urn = {resource.urn: resource for resource in self.resources}
+        target = self.named(earlier).urn
+        seen: set[str] = set()
+        pending = list(self.named(later).dependencies)
+        while pending:
+            urn = pending.pop()
+            if urn == target:
+                return True
+            if urn in seen or urn not in by_urn:
+                continue
+            seen.add(urn)
+            pending.extend(by_urn[urn].dependencies)
+            # A dependency on a component is a dependency on everything inside it.
+            pending.extend(r.urn for r in self.resources if r.parent_urn == urn)
+        return False
 
 
 def run_offline(
@@ -189,9 +271,19 @@ def run_offline(
     def record_outputs(outputs: dict[str, Any]) -> None:
         run.outputs.update(outputs)
 
+    async def record_secrets(outputs: Mapping[str, Any]) -> None:
+        for key, value in outputs.items():
+            if isinstance(value, pulumi.Output) and await value.is_secret():
+                run.secret_outputs.add(key)
+
     @pulumi.runtime.test
     def execute() -> pulumi.Output[None]:
-        return pulumi.Output.from_input(dict(program())).apply(record_outputs)
+        outputs = dict(program())
+        pending: Awaitable[None] = asyncio.ensure_future(record_secrets(outputs))
+        secrets: pulumi.Output[None] = pulumi.Output.from_input(pending)
+        return pulumi.Output.all(secrets, pulumi.Output.from_input(outputs)).apply(
+            lambda values: record_outputs(values[1])
+        )
 
     execute()
     for urn, (typ, name, custom, inputs) in monitor.requests.items():
@@ -206,6 +298,7 @@ def run_offline(
                 id=registration.id if registration else None,
                 inputs=inputs,
                 outputs=dict(registration.state) if registration else {},
+                dependencies=monitor.dependencies[urn],
             )
         )
     return run

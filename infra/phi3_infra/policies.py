@@ -28,8 +28,15 @@ STORAGE = "azure-native:storage:StorageAccount"
 REGISTRY = "azure-native:containerregistry:Registry"
 VAULT = "azure-native:keyvault:Vault"
 ML_WORKSPACE = "azure-native:machinelearningservices:Workspace"
-# Azure types that carry no tags (extension resources).
-UNTAGGABLE = frozenset({"azure-native:authorization:RoleAssignment"})
+# Azure types that carry no tags (extension resources, blob containers).
+UNTAGGABLE = frozenset(
+    {"azure-native:authorization:RoleAssignment", "azure-native:storage:BlobContainer"}
+)
+# Azure ML assets and jobs are not tracked resources: their tags sit inside `properties`.
+TAGS_IN_PROPERTIES = frozenset(
+    f"azure-native:machinelearningservices:{kind}"
+    for kind in ("Job", "DataVersion", "EnvironmentVersion", "ModelVersion")
+)
 
 
 def _require(
@@ -80,7 +87,12 @@ def _hub_identity_datastores(args: ResourceValidationArgs, report: ReportViolati
 def _required_tags(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if not args.resource_type.startswith("azure-native:") or args.resource_type in UNTAGGABLE:
         return
-    tags = args.props.get("tags") or {}
+    holder = (
+        args.props.get("properties") or {}
+        if args.resource_type in TAGS_IN_PROPERTIES
+        else args.props
+    )
+    tags = holder.get("tags") or {}
     missing = [key for key in REQUIRED_TAG_KEYS if not tags.get(key)]
     if missing:
         report(

@@ -20,6 +20,7 @@ class BuiltInRole(StrEnum):
     STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
     STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR = "69566ab7-960f-475b-8e7c-b3118f30c6bd"
     ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+    ACR_PUSH = "8311e382-0749-4cb8-b61a-304f252e45ec"
 
 
 def assignment_name(scope_name: str, role: BuiltInRole, principal_role: str) -> str:
@@ -49,8 +50,10 @@ def assign_role(
     principal_id: pulumi.Input[str],
     subscription_id: pulumi.Input[str],
     parent: pulumi.Resource,
+    principal_type: authorization.PrincipalType = authorization.PrincipalType.SERVICE_PRINCIPAL,
 ) -> authorization.RoleAssignment:
-    """Assign `role` on `scope_id` to a managed identity's service principal."""
+    """Assign `role` on `scope_id` to a principal: a managed identity's service principal unless
+    `principal_type` says otherwise (the deploying user)."""
     return authorization.RoleAssignment(
         f"{principal_role}-{role.name.lower().replace('_', '-')}",
         role_assignment_name=assignment_name(scope_name, role, principal_role),
@@ -58,6 +61,6 @@ def assign_role(
         role_definition_id=role_definition_id(subscription_id, role),
         principal_id=principal_id,
         # A fresh identity may not have replicated yet; the type lets ARM skip the directory lookup.
-        principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
+        principal_type=principal_type,
         opts=pulumi.ResourceOptions(parent=parent),
     )

@@ -45,7 +45,8 @@ class FoundryWorkspace(pulumi.ComponentResource):
             identity={"type": ml.ManagedServiceIdentityType.SYSTEM_ASSIGNED},
             sku={"name": "Basic", "tier": ml.SkuTier.BASIC},
             tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self),
+            # Deleted before the purge resource, whose delete then purges them (teardown.py).
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[foundation.purge]),
         )
 
         self.hub = ml.Workspace(

@@ -1,4 +1,8 @@
-"""Offline runs of the real program, shared by the infra tests (each run takes well under 1 s)."""
+"""Offline runs of the real program, shared by the infra tests (each run takes well under 1 s).
+
+These tests cover the infrastructure stage: each example stack is planned with `stages: [infra]`
+(the pipeline stages are tested in tests/pipeline).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,19 @@ from phi3_infra.offline import OfflineRun, stack_file_config
 from scripts.plan import plan_stack
 
 EXAMPLE_STACKS = ("eastus2", "swedencentral")
+# Keys only the train and serve stages read.
+PIPELINE_KEYS = ("trainingData", "validationData", "trainerArgs", "baseModel")
+
+
+def infra_only(config: dict[str, str]) -> dict[str, str]:
+    kept = {k: v for k, v in config.items() if k.split(":", 1)[1] not in PIPELINE_KEYS}
+    return kept | {"phi3-foundry:stages": '["infra"]'}
 
 
 @pytest.fixture(scope="session")
 def example_config(repo_root: Path) -> Callable[[str], dict[str, str]]:
-    """Flat config of an example stack file, as the engine would pass it."""
-    return lambda stack: stack_file_config(repo_root / f"Pulumi.{stack}.yaml")
+    """Flat config of an example stack's infrastructure stage, as the engine would pass it."""
+    return lambda stack: infra_only(stack_file_config(repo_root / f"Pulumi.{stack}.yaml"))
 
 
 @pytest.fixture(scope="session")

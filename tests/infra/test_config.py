@@ -26,6 +26,7 @@ MINIMAL = {
     "azure-native:location": "eastus2",
     "phi3-foundry:owner": "team@contoso.com",
     "phi3-foundry:expiresOn": "2027-01-31",
+    "phi3-foundry:stages": '["infra"]',
 }
 
 
@@ -44,7 +45,8 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _values(**overrides: Any) -> dict[str, Any]:
-    return {"location": "eastus2", "owner": "me", "expiresOn": "2027-01-31"} | overrides
+    minimal = {"location": "eastus2", "owner": "me", "expiresOn": "2027-01-31"}
+    return minimal | {"trainingData": "data.jsonl"} | overrides
 
 
 def _error(**overrides: Any) -> str:
@@ -67,12 +69,22 @@ def test_minimal_config_gets_documented_defaults() -> None:
             "lowPriority": False,
             "idleSecondsBeforeScaleDown": 300,
             "skipPreflight": False,
-            "stages": ["infra"],
+            "stages": ["infra", "train", "serve"],
             "keyVaultPurgeProtection": False,
+            "trainingData": "data.jsonl",
+            "baseModel": "microsoft/Phi-3-mini-4k-instruct",
+            "imageBuild": "remote",
+            "waitForTraining": True,
+            "trainingTimeoutMinutes": 720,
+            "endpointAuthMode": "key",
+            "servingInstanceType": "Standard_E4s_v3",
+            "servingInstanceCount": 1,
+            "requestTimeoutSeconds": 90,
+            "maxConcurrentRequests": 4,
         }
     )
     assert config.cost_center is None
-    assert config.stages == (Stage.INFRA,)
+    assert config.stages == (Stage.INFRA, Stage.TRAIN, Stage.SERVE)
 
 
 def test_pulumi_yaml_documents_every_key_with_the_same_default(repo_root: Path) -> None:
@@ -196,7 +208,7 @@ def test_invalid_config_fails_before_any_resource_is_registered(
 def test_valid_minimal_config_registers_resources(registered: list[str]) -> None:
     """Counterpart of the test above: the same recorder sees every resource of a good config."""
     run = plan_stack(MINIMAL, "eastus2")
-    assert len(registered) == len(run.resources) == 21
+    assert len(registered) == len(run.resources) == 22
     assert "costCenter" not in run.named("storage").inputs["tags"]
 
 

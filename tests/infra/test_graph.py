@@ -21,6 +21,7 @@ EXPECTED_GRAPH = {
     ("phi3:infra:WorkloadIdentity", "workload-identity"): None,
     ("phi3:infra:FoundryWorkspace", "foundry"): None,
     ("azure-native:resources:ResourceGroup", "resource-group"): "foundation",
+    ("pulumi-python:dynamic:Resource", "soft-delete-purge"): "foundation",
     ("azure-native:storage:StorageAccount", "storage"): "foundation",
     ("azure-native:keyvault:Vault", "key-vault"): "foundation",
     ("azure-native:containerregistry:Registry", "container-registry"): "foundation",
@@ -63,11 +64,15 @@ def test_graph_has_every_resource_under_its_component(eastus2: OfflineRun) -> No
         for resource in eastus2.resources
     }
     assert graph == EXPECTED_GRAPH
-    assert len(eastus2.resources) == 21
+    assert len(eastus2.resources) == 22
 
 
 def test_every_azure_resource_is_in_the_stack_region_and_tagged(eastus2: OfflineRun) -> None:
-    azure = [r for r in eastus2.resources if r.custom and r.type != ROLE_ASSIGNMENT]
+    azure = [
+        r
+        for r in eastus2.resources
+        if r.type.startswith("azure-native:") and r.type != ROLE_ASSIGNMENT
+    ]
     assert len(azure) == 10
     for resource in azure:
         assert resource.inputs["location"] == "eastus2", resource.name
@@ -190,6 +195,7 @@ def test_outputs_name_the_created_resources(eastus2: OfflineRun) -> None:
         "identityId": eastus2.named("identity").id,
         "identityClientId": identity["clientId"],
         "identityPrincipalId": identity["principalId"],
+        "stages": ["infra"],
         "gpuClusterName": eastus2.named("gpu-cluster-amlcompute").azure_name,
         "gpuVmSize": "Standard_NC24ads_A100_v4",
         "gpuReservedVcpus": 24,

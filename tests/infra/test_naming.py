@@ -22,11 +22,13 @@ RULES = {
     "hub": re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$"),
     "project": re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$"),
     "identity": re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}$"),
+    # Online endpoints: 3-32 characters, a letter first, letters, digits and hyphens.
+    "online_endpoint": re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{2,31}$"),
 }
 
 
 def _config(**overrides: object) -> StackConfig:
-    values = {"location": "eastus2", "owner": "me", "expiresOn": "2027-01-31"}
+    values = {"location": "eastus2", "owner": "me", "expiresOn": "2027-01-31", "stages": ["infra"]}
     return parse_stack_config(values | overrides)
 
 
@@ -82,7 +84,8 @@ def test_example_stacks_use_disjoint_valid_names(example_runs: dict[str, Offline
         {
             r.type + "/" + r.name: r.azure_name
             for r in run.resources
-            if r.custom and r.type != "azure-native:machinelearningservices:Compute"
+            if r.type.startswith("azure-native:")
+            and r.type != "azure-native:machinelearningservices:Compute"
         }
         for run in example_runs.values()
     )

@@ -8,6 +8,10 @@ import pytest
 
 from scripts import plan
 
+# eastus2 runs the whole pipeline; swedencentral is infrastructure only.
+EASTUS2_RESOURCES = 40
+SWEDENCENTRAL_RESOURCES = 22
+
 
 def test_json_plan_lists_every_resource_with_roles_and_policy_results(
     capsys: pytest.CaptureFixture[str],
@@ -15,7 +19,7 @@ def test_json_plan_lists_every_resource_with_roles_and_policy_results(
     assert plan.main(["--stack", "eastus2", "--json"]) == 0
     (report,) = json.loads(capsys.readouterr().out)
     assert report["stack"] == "eastus2"
-    assert report["count"] == len(report["resources"]) == 21
+    assert report["count"] == len(report["resources"]) == EASTUS2_RESOURCES
     assert report["policyViolations"] == []
     storage = next(r for r in report["resources"] if r["name"] == "storage")
     assert storage["location"] == "eastus2"
@@ -29,20 +33,43 @@ def test_json_plan_lists_every_resource_with_roles_and_policy_results(
     assert ("identity", "CONTRIBUTOR", "resourceGroups") in assignments
     assert ("identity", "ACR_PULL", "registries") in assignments
     assert ("hub", "STORAGE_BLOB_DATA_CONTRIBUTOR", "storageAccounts") in assignments
-    assert len(assignments) == 7
+    # The data upload runs as whoever runs `pulumi up`.
+    assert ("deployer", "STORAGE_BLOB_DATA_CONTRIBUTOR", "storageAccounts") in assignments
+    assert len(assignments) == 8
 
 
 def test_text_plan_covers_all_example_stacks(capsys: pytest.CaptureFixture[str]) -> None:
     assert plan.main([]) == 0
     out = capsys.readouterr().out
-    for stack in ("eastus2", "swedencentral"):
-        assert f"stack {stack}: 21 resources" in out
+    assert f"stack eastus2: {EASTUS2_RESOURCES} resources" in out
+    assert f"stack swedencentral: {SWEDENCENTRAL_RESOURCES} resources" in out
     assert out.count("policies: PASS") == 2
     assert "ACR_PULL -> registries/phi3acr" in out
     assert "(principal: identity, ServicePrincipal)" in out
     assert "allowSharedKeyAccess=False" in out
     assert "vmSize=Standard_NC24ads_A100_v4" in out and "minNodeCount=0" in out
     assert "gpuReservedVcpus = 24" in out
+
+
+def test_text_plan_shows_the_whole_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
+    """Images, data, job, model, endpoint, deployment, traffic and purge, in one plan."""
+    assert plan.main(["--stack", "eastus2"]) == 0
+    out = capsys.readouterr().out
+    for line in (
+        "image=phi3-trainer:",
+        "image=phi3-server:",
+        "dataUri=https://phi3st",
+        "command=python -m phi3_trainer --train_file ${{inputs.train}}",
+        "modelUri=azureml://jobs/phi3-ft-",
+        "authMode=Key identity.type=UserAssigned",
+        "instanceType=Standard_E4s_v3",
+        "requestTimeout=PT90S",
+        "deployment_name=phi3",
+        "purge_key_vault=True",
+        "scoringUri = https://ep-phi3-",
+        "openAiBaseUrl = https://ep-phi3-",
+    ):
+        assert line in out, line
 
 
 def test_unknown_stack_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,6 +23,7 @@ STACK_CONFIG = {
     "phi3-foundry:owner": "team@contoso.com",
     "phi3-foundry:expiresOn": "2027-01-31",
     "phi3-foundry:gpuSkus": '["Standard_NC48ads_A100_v4", "Standard_NC24ads_A100_v4"]',
+    "phi3-foundry:stages": '["infra"]',
 }
 COMPUTE = "azure-native:machinelearningservices:Compute"
 
@@ -61,7 +62,7 @@ def test_passing_preflight_builds_the_cluster_with_the_first_size_that_fits(
     assert run.outputs["gpuVmSize"] == "Standard_NC24ads_A100_v4"
     assert run.outputs["gpuReservedVcpus"] == 24
     assert signed_in_env.calls_to("/usages") and signed_in_env.calls_to("/vmSizes")
-    assert len(registered) == 21 and COMPUTE in registered
+    assert len(registered) == 22 and COMPUTE in registered
 
 
 def test_failing_preflight_registers_nothing_and_says_what_to_do(

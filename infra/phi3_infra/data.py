@@ -1,0 +1,254 @@
+"""Training data: validated locally, uploaded to the stack's storage, registered as data assets.
+
+Validation uses the trainer's own stdlib-only validator, before any resource is registered, so a
+bad line fails `pulumi up` with `file:line: what` instead of a GPU job failing minutes later.
+
+The upload is a dynamic resource speaking the Blob REST API with an Entra ID token: the storage
+account has shared keys disabled, and azure-native's `storage.Blob` needs them
+(pulumi/pulumi-azure-native#2015: KeyBasedAuthenticationNotPermitted).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi.dynamic
+import requests
+from pulumi_azure_native import authorization, storage
+from pulumi_azure_native import machinelearningservices as ml
+
+from phi3_infra.config import PrincipalKind, StackConfig
+from phi3_infra.paths import TRAINER_CONTEXT, project_path
+from phi3_infra.rbac import BuiltInRole, assign_role
+
+DATA_CONTAINER = "training-data"
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+BLOB_API_VERSION = "2023-11-03"
+# A fresh role assignment for the deploying identity takes minutes to reach the data plane.
+_RBAC_PROPAGATION_S = 600
+_RETRY_INTERVAL_S = 15
+_MAX_PROBLEMS_SHOWN = 20
+
+
+class DataError(ValueError):
+    """Training or validation data is missing or invalid; lists `file:line: what` problems."""
+
+
+@dataclass(frozen=True)
+class DataFile:
+    role: str  # "train" or "validation": the trainer input it feeds
+    path: Path
+    sha256: str
+    records: int
+
+    @property
+    def asset_name(self) -> str:
+        return f"phi3-{self.role}"
+
+    @property
+    def asset_version(self) -> str:
+        return self.sha256[:16]
+
+    @property
+    def blob_name(self) -> str:
+        # Content-addressed: changed data is a new blob and a new asset version.
+        return f"{self.role}/{self.sha256}/{self.path.name}"
+
+
+def _validator() -> Any:
+    """The trainer's data validator; stdlib-only, so the program's venv can import it."""
+    if str(TRAINER_CONTEXT) not in sys.path:
+        sys.path.append(str(TRAINER_CONTEXT))
+    from phi3_trainer import data_validation
+
+    return data_validation
+
+
+def validate_data(config: StackConfig) -> list[DataFile]:
+    """Validate the configured JSONL files; raise one DataError listing every problem."""
+    wanted = [("train", config.training_data), ("validation", config.validation_data)]
+    validator = _validator()
+    files, problems = [], []
+    for role, configured in wanted:
+        if configured is None:
+            continue
+        path = project_path(configured)
+        report = validator.validate_chat_jsonl(path)
+        problems += [str(problem) for problem in report.problems]
+        if report.ok and not report.records:
+            problems.append(f"{path}:0: no records")
+        if report.ok and report.records:
+            files.append(DataFile(role, path, validator.sha256_of(path), len(report.records)))
+    if problems:
+        shown = problems[:_MAX_PROBLEMS_SHOWN]
+        if len(problems) > len(shown):
+            shown.append(f"... and {len(problems) - len(shown)} more")
+        raise DataError(
+            f"{len(problems)} problem(s) in the training data; nothing was uploaded:\n  "
+            + "\n  ".join(shown)
+        )
+    return files
+
+
+def upload_blob(
+    blob_url: str,
+    data: bytes,
+    token: Callable[[], str],
+    *,
+    patience_s: float = _RBAC_PROPAGATION_S,
+    interval_s: float = _RETRY_INTERVAL_S,
+) -> None:
+    """PUT one block blob with a bearer token; 403 is retried while a new role propagates."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        response = requests.put(
+            blob_url,
+            data=data,
+            headers={
+                "Authorization": f"Bearer {token()}",
+                "x-ms-version": BLOB_API_VERSION,
+                "x-ms-blob-type": "BlockBlob",
+                "Content-Type": "application/jsonl",
+            },
+            timeout=300,
+        )
+        if response.status_code in (200, 201):
+            return
+        if response.status_code != 403 or time.monotonic() + interval_s > deadline:
+            raise RuntimeError(
+                f"upload to {blob_url} failed ({response.status_code}): {response.text[:300]}"
+            )
+        time.sleep(interval_s)
+
+
+def _storage_token() -> str:
+    from azure.identity import DefaultAzureCredential
+
+    return str(DefaultAzureCredential().get_token(STORAGE_SCOPE).token)
+
+
+class _BlobUploadProvider(pulumi.dynamic.ResourceProvider):
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        upload_blob(props["url"], Path(props["path"]).read_bytes(), _storage_token)
+        return pulumi.dynamic.CreateResult(id_=props["url"], outs=props)
+
+    def diff(
+        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.DiffResult:
+        return pulumi.dynamic.DiffResult(
+            changes=olds.get("url") != news.get("url"), replaces=["url"]
+        )
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        response = requests.delete(
+            props["url"],
+            headers={
+                "Authorization": f"Bearer {_storage_token()}",
+                "x-ms-version": BLOB_API_VERSION,
+            },
+            timeout=60,
+        )
+        if response.status_code not in (202, 404):
+            raise RuntimeError(f"deleting {props['url']} failed ({response.status_code})")
+
+
+class BlobUpload(pulumi.dynamic.Resource):
+    url: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        url: pulumi.Input[str],
+        path: Path,
+        sha256: str,
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        props = {"url": url, "path": str(path), "sha256": sha256}
+        super().__init__(_BlobUploadProvider(), name, props, opts)
+
+
+@dataclass(frozen=True)
+class TrainingDataArgs:
+    files: list[DataFile]
+    resource_group_name: pulumi.Input[str]
+    storage_account: storage.StorageAccount
+    storage_account_name: str  # the deterministic Azure name, for the role assignment's name
+    workspace_name: pulumi.Input[str]
+    deployer_object_id: pulumi.Input[str]
+    deployer_principal_type: PrincipalKind
+    subscription_id: pulumi.Input[str]
+    tags: Mapping[str, str]
+
+
+class TrainingData(pulumi.ComponentResource):
+    """`assets[role]` is the `azureml:<name>:<version>` reference a job input takes."""
+
+    assets: dict[str, pulumi.Output[str]]
+    versions: list[ml.DataVersion]
+
+    def __init__(
+        self, name: str, args: TrainingDataArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("phi3:data:TrainingData", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        container = storage.BlobContainer(
+            "data-container",
+            container_name=DATA_CONTAINER,
+            account_name=args.storage_account.name,
+            resource_group_name=args.resource_group_name,
+            public_access=storage.PublicAccess.NONE,
+            opts=child,
+        )
+        # Whoever runs `pulumi up` writes the data; only this container's account is in scope.
+        writer = assign_role(
+            scope_name=args.storage_account_name,
+            scope_id=args.storage_account.id,
+            role=BuiltInRole.STORAGE_BLOB_DATA_CONTRIBUTOR,
+            principal_role="deployer",
+            principal_id=args.deployer_object_id,
+            subscription_id=args.subscription_id,
+            parent=self,
+            principal_type=authorization.PrincipalType(args.deployer_principal_type.value),
+        )
+        blob_endpoint = args.storage_account.primary_endpoints.apply(lambda e: e.blob)
+        self.assets, self.versions = {}, []
+        for data in args.files:
+            upload = BlobUpload(
+                f"{data.role}-data-upload",
+                pulumi.Output.concat(blob_endpoint, DATA_CONTAINER, "/", data.blob_name),
+                data.path,
+                data.sha256,
+                pulumi.ResourceOptions(parent=self, depends_on=[container, writer]),
+            )
+            version = ml.DataVersion(
+                f"{data.role}-data",
+                name=data.asset_name,
+                version=data.asset_version,
+                resource_group_name=args.resource_group_name,
+                workspace_name=args.workspace_name,
+                properties=ml.UriFileDataVersionArgs(
+                    data_type="uri_file",
+                    data_uri=upload.url,
+                    description=f"{data.path.name}: {data.records} chat records",
+                    tags={**args.tags, "sha256": data.sha256},
+                ),
+                opts=child,
+            )
+            self.versions.append(version)
+            # ARM names a version resource by its version: build the asset reference from the
+            # known name, carried through the version's id so users of it wait for it.
+            self.assets[data.role] = _once_created(
+                version.id, f"azureml:{data.asset_name}:{data.asset_version}"
+            )
+        self.register_outputs(dict(self.assets))
+
+
+def _once_created(resource_id: pulumi.Output[str], value: str) -> pulumi.Output[str]:
+    """`value`, resolved once the resource exists, so whatever uses it waits for it."""
+    return resource_id.apply(lambda _: value)
