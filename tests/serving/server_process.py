@@ -71,6 +71,9 @@ def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iter
         **os.environ,
         "PYTHONPATH": str(REPO_ROOT / "serving_image"),
         "HF_HUB_OFFLINE": "1",
+        # One torch thread: on cores shared with other jobs, a second intra-op thread makes
+        # every parallel op wait for a descheduled thread (measured 3-10x slower steps here).
+        "OMP_NUM_THREADS": "1",
         **(env or {}),
     }
     command = [sys.executable, "-m", SERVER_MODULE, "--host", "127.0.0.1", "--port", str(port)]
