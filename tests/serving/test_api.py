@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from transformers import AutoTokenizer
 
 from tests.serving.server_process import RunningServer
@@ -17,7 +18,9 @@ from tests.serving.server_process import RunningServer
 pytestmark = pytest.mark.slow
 
 MODEL = "phi3"
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is the capital of France?"}
+]
 
 
 def _greedy(server: RunningServer, **extra: Any) -> Any:
@@ -40,7 +43,10 @@ def test_chat_completion_counts_tokens(server: RunningServer, tiny_phi3: Path) -
     completion = _greedy(server, max_tokens=8)
     tokenizer = AutoTokenizer.from_pretrained(tiny_phi3)
     prompt = tokenizer.apply_chat_template(
-        QUESTION, add_generation_prompt=True, tokenize=True, return_dict=False
+        cast(list[dict[str, str]], QUESTION),
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
     )
     choice = completion.choices[0]
     assert completion.model == MODEL
@@ -126,6 +132,7 @@ def test_models_lists_the_served_model(server: RunningServer) -> None:
 def test_unknown_model_is_404(server: RunningServer) -> None:
     with pytest.raises(openai.NotFoundError) as raised:
         server.openai().chat.completions.create(model="gpt-4", messages=QUESTION)
+    assert isinstance(raised.value.body, dict)
     assert raised.value.body["code"] == "model_not_found"
 
 

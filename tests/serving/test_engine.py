@@ -90,7 +90,8 @@ def test_batched_greedy_equals_one_at_a_time_generate(model_and_tokenizer: Any) 
 
 
 def test_request_past_its_deadline_fails_as_timed_out(model_and_tokenizer: Any) -> None:
-    engine = BatchingEngine(*model_and_tokenizer, frozenset(), max_batch_size=2)
+    model, tokenizer = model_and_tokenizer
+    engine = BatchingEngine(model, tokenizer, frozenset(), max_batch_size=2)
     engine.start()
     params = SamplingParams(max_new_tokens=4000, ignore_eos=True)
     started = time.monotonic()
@@ -101,7 +102,8 @@ def test_request_past_its_deadline_fails_as_timed_out(model_and_tokenizer: Any) 
 
 
 def test_stop_fails_waiting_and_running_requests(model_and_tokenizer: Any) -> None:
-    engine = BatchingEngine(*model_and_tokenizer, frozenset(), max_batch_size=1)
+    model, tokenizer = model_and_tokenizer
+    engine = BatchingEngine(model, tokenizer, frozenset(), max_batch_size=1)
     engine.start()
     params = SamplingParams(max_new_tokens=4000, ignore_eos=True)
     results: list[tuple[str, GenerationEvent]] = []

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.serving.server_process import RunningServer, serve
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 API_KEY = "test-key-0b7e"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-QUESTION = [{"role": "user", "content": "Tell me a long story."}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell me a long story."}]
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,21 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
+from openai.types.chat import ChatCompletionMessageParam
+from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from phi3_server.__main__ import main
 from phi3_server.loading import ModelLocationError, ModelSource, locate_model
 from tests.serving.server_process import REPO_ROOT, SERVER_MODULE, free_port, serve
 
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is the capital of France?"}
+]
 
 
 def _copy(model: Path, to: Path) -> Path:
@@ -35,7 +39,7 @@ def _adapter(base: Path, out: Path) -> Path:
         init_lora_weights=False,
         target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
     )
-    get_peft_model(AutoModelForCausalLM.from_pretrained(base), config).save_pretrained(out)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(base), config).save_pretrained(str(out))
     return out
 
 
@@ -97,15 +101,17 @@ def test_serves_a_lora_adapter_found_in_an_azureml_mount(tiny_phi3: Path, tmp_pa
     mount = tmp_path / "azureml-models"
     adapter = _adapter(tiny_phi3, mount / "phi3-ft" / "3" / "adapter")
     tokenizer = AutoTokenizer.from_pretrained(tiny_phi3)
-    prompt = tokenizer.apply_chat_template(
-        QUESTION, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )["input_ids"]
+    encoded: Any = tokenizer.apply_chat_template(
+        cast(list[dict[str, str]], QUESTION),
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    prompt = encoded["input_ids"]
 
-    def greedy(model: torch.nn.Module) -> str:
-        output = model.generate(prompt, max_new_tokens=10, do_sample=False)  # type: ignore[operator]
+    def greedy(model: Any) -> str:
+        output = model.generate(prompt, max_new_tokens=10, do_sample=False)
         return str(tokenizer.decode(output[0, prompt.shape[1] :], skip_special_tokens=True))
-
-    from peft import PeftModel
 
     base = AutoModelForCausalLM.from_pretrained(tiny_phi3).eval()
     base_answer = greedy(base)
