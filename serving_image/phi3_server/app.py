@@ -14,12 +14,12 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import Depends, FastAPI, Header
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import Response, StreamingResponse
 from jinja2 import TemplateError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -57,6 +57,8 @@ from phi3_server.settings import Settings
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = "1"
+DISCONNECT_POLL_S = 0.5
+_T = TypeVar("_T")
 _WARM_UP_MESSAGES = [{"role": "user", "content": "Hello"}]
 
 
@@ -307,7 +309,9 @@ def create_app(settings: Settings, source: ModelSource, on_fatal: Callable[[], N
         return ModelList(data=[ModelCard(id=settings.served_model_name, created=started)])
 
     @app.post("/v1/chat/completions", dependencies=authorized, response_model=None)
-    async def chat_completions(body: ChatCompletionRequest) -> ChatCompletion | StreamingResponse:
+    async def chat_completions(
+        body: ChatCompletionRequest, http_request: Request
+    ) -> ChatCompletion | StreamingResponse:
         model = ready_runtime()
         if body.model != settings.served_model_name:
             raise APIError(
@@ -354,7 +358,9 @@ def create_app(settings: Settings, source: ModelSource, on_fatal: Callable[[], N
             )
             return ReleasingStreamingResponse(chunks, release)
         try:
-            completion = await model.complete(prompt_ids, params, deadline, metrics)
+            completion = await _unless_client_leaves(
+                http_request, model.complete(prompt_ids, params, deadline, metrics)
+            )
         finally:
             release()
         finished = completion.finished
@@ -372,7 +378,7 @@ def create_app(settings: Settings, source: ModelSource, on_fatal: Callable[[], N
         )
 
     @app.post("/score", dependencies=authorized, response_model=None)
-    async def score(body: ScoreRequest) -> list[str] | dict[str, str]:
+    async def score(body: ScoreRequest, http_request: Request) -> list[str] | dict[str, str]:
         """Azure ML's scoring route, in the two shapes the reference clients send and read."""
         model = ready_runtime()
         if isinstance(body, TextsScoreRequest):
@@ -400,11 +406,14 @@ def create_app(settings: Settings, source: ModelSource, on_fatal: Callable[[], N
         release = admission.acquire(len(prompts))
         deadline = time.monotonic() + settings.request_timeout
         try:
-            completions = await asyncio.gather(
-                *(
-                    model.complete(ids, sampling, deadline, metrics)
-                    for ids, sampling in zip(prompts, samplings, strict=True)
-                )
+            completions = await _unless_client_leaves(
+                http_request,
+                asyncio.gather(
+                    *(
+                        model.complete(ids, sampling, deadline, metrics)
+                        for ids, sampling in zip(prompts, samplings, strict=True)
+                    )
+                ),
             )
         finally:
             release()
@@ -416,6 +425,17 @@ def create_app(settings: Settings, source: ModelSource, on_fatal: Callable[[], N
         ]
 
     return app
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[_T]) -> _T:
+    """Await ``work``, cancelling it (and so its generations) if the client hangs up first:
+    a client that gave up must not keep its batch slots until the deadline."""
+    task = asyncio.ensure_future(work)
+    while not (await asyncio.wait({task}, timeout=DISCONNECT_POLL_S))[0]:
+        if await request.is_disconnected():
+            task.cancel()
+            raise APIError(499, "the client closed the request")
+    return task.result()
 
 
 def _usage(finished: Finished) -> Usage:

@@ -63,9 +63,20 @@ def test_full_queue_gives_429_then_frees_the_slot_when_the_client_leaves(
         with pytest.raises(openai.RateLimitError):
             guarded.openai(API_KEY).chat.completions.create(model="phi3", messages=QUESTION)
 
+    _assert_slot_frees_soon(guarded)
+
+
+def test_client_giving_up_on_a_plain_request_frees_the_slot(guarded: RunningServer) -> None:
+    long_body = {"model": "phi3", "messages": QUESTION, "max_tokens": 3000, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{guarded.url}/v1/chat/completions", json=long_body, headers=AUTH, timeout=1.0)
+    _assert_slot_frees_soon(guarded)
+
+
+def _assert_slot_frees_soon(server: RunningServer) -> None:
     # 3000 tokens take far longer than this: the hang-up must have cancelled the generation.
     deadline = time.monotonic() + 5
-    while (status := _short_request(guarded).status_code) == 429 and time.monotonic() < deadline:
+    while (status := _short_request(server).status_code) == 429 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert status == 200
 
