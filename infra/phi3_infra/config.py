@@ -332,18 +332,28 @@ def _namespace_keys(all_keys: Iterable[str]) -> list[str]:
     return sorted(key.removeprefix(prefix) for key in all_keys if key.startswith(prefix))
 
 
+def config_from_flat(flat: Mapping[str, str]) -> StackConfig:
+    """Validate a stack's config as the engine passes it (`namespace:key` -> text), as read
+    from the runtime or from a `Pulumi.<stack>.yaml`."""
+    keys = _namespace_keys(flat)
+    if "location" in keys:
+        raise _config_error(
+            [f"{NAMESPACE}:location: unknown key; set the region as {LOCATION_KEY}"]
+        )
+    values: dict[str, Any] = {key: _decode(flat[f"{NAMESPACE}:{key}"]) for key in keys}
+    if LOCATION_KEY in flat:
+        values["location"] = flat[LOCATION_KEY]
+    return parse_stack_config(values)
+
+
 def load_stack_config() -> StackConfig:
     """Read and validate this stack's configuration from the Pulumi runtime."""
     # pulumi.Config reads single keys only; unknown keys (typos) are found by listing the
     # namespace in the runtime's config bag (set by the engine or by mocks).
     keys = _namespace_keys({*CONFIG.get(), *get_config_env()})
-    if "location" in keys:
-        raise _config_error(
-            [f"{NAMESPACE}:location: unknown key; set the region as {LOCATION_KEY}"]
-        )
     namespace = pulumi.Config(NAMESPACE)
-    values: dict[str, Any] = {key: _decode(namespace.require(key)) for key in keys}
+    flat = {f"{NAMESPACE}:{key}": namespace.require(key) for key in keys}
     location = pulumi.Config("azure-native").get("location")
     if location is not None:
-        values["location"] = location
-    return parse_stack_config(values)
+        flat[LOCATION_KEY] = location
+    return config_from_flat(flat)

@@ -292,7 +292,6 @@ def run_registry_build(
         data=context_archive(context),
         headers={"x-ms-blob-type": "BlockBlob"},
         timeout=_UPLOAD_TIMEOUT_S,
-        verify=os.environ.get("REQUESTS_CA_BUNDLE", True),
     )
     response.raise_for_status()
     run = client.post_json(

@@ -160,11 +160,15 @@ class Validated:
     images: dict[str, ImageSource]
 
 
-def validate_inputs() -> Validated:
-    config = load_stack_config()
-    names = stack_names(config, pulumi.get_project(), pulumi.get_stack())
+def check_inputs(config: StackConfig, names: StackNames) -> Validated:
+    """The data and the image contexts the stages need; raises before any resource exists."""
     data_files = validate_data(config) if config.uses(Stage.TRAIN) else []
     return Validated(config, names, data_files, image_sources(config))
+
+
+def validate_inputs() -> Validated:
+    config = load_stack_config()
+    return check_inputs(config, stack_names(config, pulumi.get_project(), pulumi.get_stack()))
 
 
 def build_images(
@@ -185,6 +189,20 @@ def build_images(
             subscription_id=env.client.subscription_id,
             registry_token=registry_token,
         ),
+    )
+
+
+def training_inputs(checked: Validated, gpu: GpuChoice) -> TrainingInputs:
+    """What decides the trained model, hence the job's name (known before any resource)."""
+    config = checked.config
+    return TrainingInputs(
+        trainer_image=checked.images["trainer"].identity,
+        data_sha256={file.role: file.sha256 for file in checked.data_files},
+        base_model=config.base_model,
+        trainer_args=config.trainer_args or {},
+        vm_size=gpu.vm_size,
+        nodes=config.max_nodes,
+        gpus_per_node=gpu.gpus,
     )
 
 
@@ -210,15 +228,7 @@ def build_training(
             tags=env.tags,
         ),
     )
-    inputs = TrainingInputs(
-        trainer_image=checked.images["trainer"].identity,
-        data_sha256={file.role: file.sha256 for file in checked.data_files},
-        base_model=config.base_model,
-        trainer_args=config.trainer_args or {},
-        vm_size=gpu.vm_size,
-        nodes=config.max_nodes,
-        gpus_per_node=gpu.gpus,
-    )
+    inputs = training_inputs(checked, gpu)
     return TrainingJob(
         "training",
         TrainingJobArgs(

@@ -39,6 +39,7 @@ _AUTH_MODES = {
 }
 _PROVISIONED = frozenset({"Succeeded", "Failed", "Canceled"})
 _TRAFFIC_TIMEOUT_S = 900
+TRAFFIC_POLL_S = 10.0
 
 
 def server_environment_variables(config: StackConfig) -> dict[str, str]:
@@ -214,7 +215,7 @@ class _EndpointTrafficProvider(pulumi.dynamic.ResourceProvider):
                 client,
                 props["endpoint_id"],
                 traffic,
-                Poll(timeout_s=_TRAFFIC_TIMEOUT_S, interval_s=10),
+                Poll(timeout_s=_TRAFFIC_TIMEOUT_S, interval_s=TRAFFIC_POLL_S),
             )
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:

@@ -28,6 +28,7 @@ JOB_NAME_PREFIX = "phi3-ft-"
 EXPERIMENT_NAME = "phi3-fine-tuning"
 TRAINER_ENVIRONMENT = "phi3-trainer"
 MODEL_OUTPUT = "model"
+SHM_SIZE = "16g"
 MODEL_VERSION = "1"  # one model name per job: the job's hash is in the name
 _HASH_LENGTH = 16
 _POLL_INTERVAL_S = 60
@@ -165,7 +166,11 @@ class TrainingJob(pulumi.ComponentResource):
                         job_output_type="uri_folder", mode=ml.OutputDeliveryMode.READ_WRITE_MOUNT
                     )
                 },
-                resources=ml.JobResourceConfigurationArgs(instance_count=inputs.nodes),
+                # NCCL and data-loader workers share memory through /dev/shm; Azure's 2g default
+                # is small for several GPUs.
+                resources=ml.JobResourceConfigurationArgs(
+                    instance_count=inputs.nodes, shm_size=SHM_SIZE
+                ),
                 distribution=(
                     ml.PyTorchArgs(
                         distribution_type="PyTorch",

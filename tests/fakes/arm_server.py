@@ -42,6 +42,7 @@ API_VERSIONS = {
     "Microsoft.MachineLearningServices": {"2024-10-01", "2025-06-01"},
     "Microsoft.KeyVault": {"2023-07-01", "2024-11-01"},
     "Microsoft.Resources": {"2021-04-01", "2022-09-01"},
+    "Microsoft.ContainerRegistry": {"2019-06-01-preview"},
 }
 
 
@@ -166,9 +167,23 @@ class Call:
     status: int
     started: float
     finished: float
+    query: dict[str, list[str]] = field(default_factory=dict)
+    body: bytes = b""
 
 
 Handler = Callable[["FakeArm", dict[str, list[str]], re.Match[str]], tuple[int, Any]]
+# A handler that also reads the request body (PUT and POST payloads, uploads).
+BodyHandler = Callable[["FakeArm", dict[str, list[str]], re.Match[str], bytes], tuple[int, Any]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler | BodyHandler
+    with_body: bool = False
+    # Shared-access-signature URLs (blob uploads) carry no bearer token.
+    anonymous: bool = False
 
 
 @dataclass
@@ -188,7 +203,7 @@ class FakeArm:
     deleted_workspaces: list[dict[str, Any]] | None = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
-    routes: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
     url: str = ""
     ca_file: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -206,7 +221,13 @@ class FakeArm:
 
     # -- scripting -------------------------------------------------------------------------
     def route(self, method: str, path_regex: str, handler: Handler) -> None:
-        self.routes.append((method, re.compile(path_regex + "$", re.IGNORECASE), handler))
+        self.routes.append(Route(method, re.compile(path_regex + "$", re.IGNORECASE), handler))
+
+    def route_with_body(
+        self, method: str, path_regex: str, handler: BodyHandler, *, anonymous: bool = False
+    ) -> None:
+        pattern = re.compile(path_regex + "$", re.IGNORECASE)
+        self.routes.append(Route(method, pattern, handler, with_body=True, anonymous=anonymous))
 
     def add_region(
         self,
@@ -298,19 +319,23 @@ class FakeArm:
                     return fault
         return None
 
-    def dispatch(self, method: str, raw_path: str, headers: Any) -> tuple[int, Any, dict[str, str]]:
+    def dispatch(
+        self, method: str, raw_path: str, headers: Any, body: bytes = b""
+    ) -> tuple[int, Any, dict[str, str]]:
         url = urlsplit(raw_path)
         query = parse_qs(url.query)
         fault = self.take_fault(url.path)
         if fault is not None:
             extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
             return fault.status, _error(f"Fault{fault.status}", "scripted fault"), extra
-        if headers.get("Authorization") != f"Bearer {self.token}":
-            return 401, _error("InvalidAuthenticationToken", "The access token is invalid."), {}
-        for route_method, pattern, handler in self.routes:
-            match = pattern.match(url.path)
-            if route_method != method or match is None:
+        for route in self.routes:
+            match = route.pattern.match(url.path)
+            if route.method != method or match is None:
                 continue
+            if route.anonymous:
+                return (*route.handler(self, query, match, body), {})  # type: ignore[call-arg]
+            if headers.get("Authorization") != f"Bearer {self.token}":
+                return 401, _error("InvalidAuthenticationToken", "The access token is invalid."), {}
             if match.groupdict().get("sub", self.subscription_id) != self.subscription_id:
                 return 404, _error("SubscriptionNotFound", "The subscription was not found."), {}
             provider = re.search(r"/providers/([^/]+)", url.path)
@@ -320,8 +345,13 @@ class FakeArm:
             if version not in accepted:
                 message = f"api-version '{version}' is not supported for {namespace}."
                 return 400, _error("InvalidApiVersionParameter", message), {}
-            status, body = handler(self, query, match)
-            return status, body, {}
+            if route.with_body:
+                status, answer = route.handler(self, query, match, body)  # type: ignore[call-arg]
+            else:
+                status, answer = route.handler(self, query, match)  # type: ignore[call-arg]
+            return status, answer, {}
+        if headers.get("Authorization") != f"Bearer {self.token}":
+            return 401, _error("InvalidAuthenticationToken", "The access token is invalid."), {}
         return 404, _error("NotFound", f"No route for {method} {url.path}"), {}
 
     @contextmanager
@@ -334,7 +364,11 @@ class FakeArm:
             def _handle(self) -> None:
                 started = time.perf_counter()
                 time.sleep(fake.latency_s)
-                status, body, headers = fake.dispatch(self.command, self.path, self.headers)
+                length = int(self.headers.get("Content-Length") or 0)
+                request_body = self.rfile.read(length) if length else b""
+                status, body, headers = fake.dispatch(
+                    self.command, self.path, self.headers, request_body
+                )
                 payload = json.dumps(body).encode() if body is not None else b""
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -343,13 +377,20 @@ class FakeArm:
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
-                path = urlsplit(self.path).path
+                url = urlsplit(self.path)
+                call = Call(
+                    self.command,
+                    url.path,
+                    status,
+                    started,
+                    time.perf_counter(),
+                    parse_qs(url.query),
+                    request_body,
+                )
                 with fake._lock:
-                    fake.calls.append(
-                        Call(self.command, path, status, started, time.perf_counter())
-                    )
+                    fake.calls.append(call)
 
-            do_GET = do_DELETE = do_PUT = do_POST = _handle
+            do_GET = do_DELETE = do_PUT = do_POST = do_PATCH = _handle
 
             def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
                 pass

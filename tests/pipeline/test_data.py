@@ -1,0 +1,84 @@
+"""Training data: validated with the trainer's validator before anything exists, then uploaded
+with a bearer token (shared keys are off) and registered as a data asset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from phi3_infra.data import DataError, upload_blob
+from tests.fakes.arm_pipeline import PipelineArm
+from tests.infra.test_config import registered  # noqa: F401
+from tests.pipeline.conftest import Plan
+
+
+def test_invalid_lines_fail_with_file_and_line_before_any_resource(
+    plan: Plan,
+    tmp_path: Path,
+    registered: list[str],  # noqa: F811
+) -> None:
+    data = tmp_path / "train.jsonl"
+    lines = data.read_text().splitlines()
+    lines[2] = '{"messages": [{"role": "user", "content": "hi"}]}'
+    lines[4] = "not json"
+    data.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as caught:
+        plan()
+    message = str(caught.value)
+    assert "2 problem(s) in the training data; nothing was uploaded" in message
+    assert f"{data}:3: the last message must be the assistant's" in message
+    assert f"{data}:5: not valid JSON" in message
+    assert registered == []
+
+
+def test_a_missing_file_is_named(plan: Plan, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"nowhere\.jsonl:0: file not found"):
+        plan(trainingData=str(tmp_path / "nowhere.jsonl"))
+
+
+def test_relative_paths_are_read_from_the_project_folder(plan: Plan) -> None:
+    run = plan(trainingData="scripts/data/capitals_chat.jsonl")
+    description = run.named("train-data").inputs["properties"]["description"]
+    assert description == "capitals_chat.jsonl: 240 chat records"
+
+
+def test_data_goes_to_a_private_container_and_an_asset(full_run) -> None:  # type: ignore[no-untyped-def]
+    container = full_run.named("data-container").inputs
+    assert container["publicAccess"] == "None"
+    upload = full_run.named("train-data-upload").inputs
+    account = full_run.named("storage").azure_name
+    assert upload["url"].startswith(f"https://{account}.blob.core.windows.net/training-data/train/")
+    asset = full_run.named("train-data").inputs
+    assert asset["name"] == "phi3-train"
+    assert asset["properties"]["dataType"] == "uri_file"
+    assert asset["properties"]["dataUri"] == upload["url"]
+    assert asset["properties"]["tags"]["sha256"] == upload["sha256"]
+    writer = full_run.named("deployer-storage-blob-data-contributor").inputs
+    assert writer["scope"] == full_run.named("storage").id
+    assert writer["principalType"] == "User"
+
+
+def test_a_ci_service_principal_can_deploy(plan: Plan) -> None:
+    run = plan(deployerPrincipalType="ServicePrincipal")
+    writer = run.named("deployer-storage-blob-data-contributor").inputs
+    assert writer["principalType"] == "ServicePrincipal"
+
+
+def test_upload_waits_out_a_new_role_assignment(pipeline_arm: PipelineArm) -> None:
+    """Data-plane RBAC takes minutes: 403 is retried until the role arrives."""
+    pipeline_arm.fake.fail(403, times=2, path_contains="/blob/")
+    url = f"{pipeline_arm.fake.url}/blob/training-data/train/abc/train.jsonl"
+    tokens: list[str] = []
+    upload_blob(url, b'{"messages": []}\n', lambda: tokens.append("t") or "t", interval_s=0.01)
+    assert pipeline_arm.uploads["training-data/train/abc/train.jsonl"] == b'{"messages": []}\n'
+    assert len(tokens) == 3  # a fresh token per attempt
+
+
+def test_upload_gives_up_with_the_url_and_the_answer(pipeline_arm: PipelineArm) -> None:
+    pipeline_arm.fake.fail(403, path_contains="/blob/")
+    url = f"{pipeline_arm.fake.url}/blob/training-data/x.jsonl"
+    with pytest.raises(
+        RuntimeError, match=r"upload to .*/blob/training-data/x.jsonl failed \(403\)"
+    ):
+        upload_blob(url, b"{}", lambda: "t", patience_s=0.05, interval_s=0.01)

@@ -1,0 +1,101 @@
+"""`pulumi up` waits for the training job: success, failure with Azure's reason and the log link,
+timeout, and ARM hiccups on the way — against the fake ARM server over HTTPS."""
+
+from __future__ import annotations
+
+import pytest
+
+from phi3_infra.arm import ArmClient, ArmNotFoundError
+from phi3_infra.waiting import OperationFailed, OperationTimedOut, Poll, job_path, wait_for_job
+from tests.fakes.arm_pipeline import PipelineArm, job_state
+from tests.fakes.arm_server import SUBSCRIPTION_ID
+
+JOB = "phi3-ft-0123456789abcdef"
+PATH = job_path("rg", "proj", JOB, SUBSCRIPTION_ID)
+WORKSPACE_ID = f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/rg/workspaces/proj"
+
+
+class FakeClock:
+    """Time that moves only when the waiter sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _poll(timeout_s: float = 3600) -> tuple[Poll, FakeClock]:
+    clock = FakeClock()
+    return Poll(timeout_s=timeout_s, interval_s=60, clock=clock, sleep=clock.sleep), clock
+
+
+def test_waits_through_queued_and_running_to_completed(
+    pipeline_arm: PipelineArm, arm_client: ArmClient
+) -> None:
+    pipeline_arm.script_job(
+        JOB, *(job_state(JOB, status) for status in ("Queued", "Preparing", "Running", "Completed"))
+    )
+    poll, clock = _poll()
+    job = wait_for_job(arm_client, PATH, WORKSPACE_ID, poll)
+    assert job["properties"]["status"] == "Completed"
+    assert clock.sleeps == [60, 60, 60]
+    assert len(pipeline_arm.fake.calls_to(f"/jobs/{JOB}")) == 4
+
+
+def test_failure_surfaces_the_jobs_error_and_its_log_link(
+    pipeline_arm: PipelineArm, arm_client: ArmClient
+) -> None:
+    error = {"code": "UserError", "message": "CUDA out of memory. Tried to allocate 2.00 GiB"}
+    pipeline_arm.script_job(JOB, job_state(JOB, "Running"), job_state(JOB, "Failed", error=error))
+    with pytest.raises(OperationFailed) as caught:
+        wait_for_job(arm_client, PATH, WORKSPACE_ID, _poll()[0])
+    message = str(caught.value)
+    assert f"training job {JOB} Failed: CUDA out of memory" in message
+    assert f"logs: https://ml.azure.com/runs/{JOB}?wsid=" in message
+    assert "user_logs/std_log.txt" in message
+
+
+def test_failure_without_a_studio_service_links_the_documented_url(
+    pipeline_arm: PipelineArm, arm_client: ArmClient
+) -> None:
+    state = job_state(JOB, "Canceled", services={})
+    pipeline_arm.script_job(JOB, state)
+    with pytest.raises(OperationFailed) as caught:
+        wait_for_job(arm_client, PATH, WORKSPACE_ID, _poll()[0])
+    assert "Canceled: Azure gave no error message" in str(caught.value)
+    assert f"https://ml.azure.com/runs/{JOB}?wsid={WORKSPACE_ID}" in str(caught.value)
+
+
+def test_timeout_says_the_job_keeps_running(
+    pipeline_arm: PipelineArm, arm_client: ArmClient
+) -> None:
+    pipeline_arm.script_job(JOB, job_state(JOB, "Running"))
+    poll, clock = _poll(timeout_s=300)
+    with pytest.raises(OperationTimedOut) as caught:
+        wait_for_job(arm_client, PATH, WORKSPACE_ID, poll)
+    assert f"training job {JOB} still Running after 300 s; it keeps running" in str(caught.value)
+    assert "trainingTimeoutMinutes" in str(caught.value)
+    assert clock.now <= 300
+
+
+def test_throttling_and_outages_only_delay_the_next_look(
+    pipeline_arm: PipelineArm, arm_client: ArmClient
+) -> None:
+    pipeline_arm.script_job(JOB, job_state(JOB, "Running"), job_state(JOB, "Completed"))
+    # More 429s than the client's own retries: the waiter must ride them out.
+    pipeline_arm.fake.fail(429, times=5, retry_after="0", path_contains="/jobs/")
+    job = wait_for_job(arm_client, PATH, WORKSPACE_ID, _poll()[0])
+    assert job["properties"]["status"] == "Completed"
+
+
+def test_a_job_that_does_not_exist_fails_at_once(
+    pipeline_arm: PipelineArm, arm_client: ArmClient
+) -> None:
+    with pytest.raises(ArmNotFoundError, match="404"):
+        wait_for_job(arm_client, PATH, WORKSPACE_ID, _poll()[0])
