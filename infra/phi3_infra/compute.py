@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_azure_native import machinelearningservices as ml
 
+from phi3_infra.identity import runs_as
+
 COMPONENT_TYPE = "phi3:compute:GpuCluster"
 # AmlCompute names: 2-16 characters, letters, digits and hyphens, starting with a letter.
 _COMPUTE_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{1,15}$")
@@ -111,10 +113,7 @@ class GpuCluster(pulumi.ComponentResource):
             compute_name=args.compute_name,
             location=args.location,
             tags=dict(args.tags),
-            identity=ml.ManagedServiceIdentityArgs(
-                type=ml.ManagedServiceIdentityType.USER_ASSIGNED,
-                user_assigned_identities=[args.identity_id],
-            ),
+            identity=runs_as(args.identity_id),
             properties=ml.AmlComputeArgs(
                 compute_type="AmlCompute",
                 description=f"Phi-3 fine-tuning: {args.vm_size}, up to {args.max_nodes} node(s)",

@@ -20,12 +20,13 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 import requests
-from pulumi_azure_native import authorization, storage
 from pulumi_azure_native import machinelearningservices as ml
+from pulumi_azure_native import storage
 
-from phi3_infra.config import PrincipalKind, StackConfig
+from phi3_infra.config import StackConfig
+from phi3_infra.dynamic import replace_when_changed
 from phi3_infra.paths import TRAINER_CONTEXT, project_path
-from phi3_infra.rbac import BuiltInRole, assign_role
+from phi3_infra.rbac import BuiltInRole, Deployer, assign_to_deployer
 
 DATA_CONTAINER = "training-data"
 STORAGE_SCOPE = "https://storage.azure.com/.default"
@@ -141,9 +142,7 @@ class _BlobUploadProvider(pulumi.dynamic.ResourceProvider):
     def diff(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.DiffResult:
-        return pulumi.dynamic.DiffResult(
-            changes=olds.get("url") != news.get("url"), replaces=["url"]
-        )
+        return replace_when_changed(olds, news, ("url",))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         response = requests.delete(
@@ -180,9 +179,7 @@ class TrainingDataArgs:
     storage_account: storage.StorageAccount
     storage_account_name: str  # the deterministic Azure name, for the role assignment's name
     workspace_name: pulumi.Input[str]
-    deployer_object_id: pulumi.Input[str]
-    deployer_principal_type: PrincipalKind
-    subscription_id: pulumi.Input[str]
+    deployer: Deployer
     tags: Mapping[str, str]
 
 
@@ -206,15 +203,12 @@ class TrainingData(pulumi.ComponentResource):
             opts=child,
         )
         # Whoever runs `pulumi up` writes the data; only this container's account is in scope.
-        writer = assign_role(
+        writer = assign_to_deployer(
             scope_name=args.storage_account_name,
             scope_id=args.storage_account.id,
             role=BuiltInRole.STORAGE_BLOB_DATA_CONTRIBUTOR,
-            principal_role="deployer",
-            principal_id=args.deployer_object_id,
-            subscription_id=args.subscription_id,
+            deployer=args.deployer,
             parent=self,
-            principal_type=authorization.PrincipalType(args.deployer_principal_type.value),
         )
         blob_endpoint = args.storage_account.primary_endpoints.apply(lambda e: e.blob)
         self.assets, self.versions = {}, []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pulumi
+from pulumi_azure_native import machinelearningservices as ml
 from pulumi_azure_native import managedidentity
 
 from phi3_infra.foundation import OnFoundationArgs
@@ -59,3 +60,10 @@ class WorkloadIdentity(pulumi.ComponentResource):
                 "principalId": self.identity.principal_id,
             }
         )
+
+
+def runs_as(identity_id: pulumi.Input[str]) -> ml.ManagedServiceIdentityArgs:
+    """The identity block of an Azure ML resource that runs as the workload identity."""
+    return ml.ManagedServiceIdentityArgs(
+        type=ml.ManagedServiceIdentityType.USER_ASSIGNED, user_assigned_identities=[identity_id]
+    )

@@ -26,12 +26,12 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 import requests
-from pulumi_azure_native import authorization
 
 from phi3_infra.arm import ArmClient, client_from_environment
-from phi3_infra.config import ImageBuild, PrincipalKind, StackConfig, Stage
+from phi3_infra.config import ImageBuild, StackConfig, Stage
+from phi3_infra.dynamic import replace_when_changed
 from phi3_infra.paths import SERVER_CONTEXT, TRAINER_CONTEXT
-from phi3_infra.rbac import BuiltInRole, assign_role
+from phi3_infra.rbac import BuiltInRole, Deployer, assign_to_deployer
 from phi3_infra.waiting import OperationFailed, Poll, poll_until_terminal
 
 TAG_LENGTH = 16
@@ -194,9 +194,7 @@ class ImagesArgs:
     registry_id: pulumi.Input[str]
     login_server: pulumi.Input[str]
     tenant_id: pulumi.Input[str]
-    deployer_object_id: pulumi.Input[str]
-    deployer_principal_type: PrincipalKind
-    subscription_id: pulumi.Input[str]
+    deployer: Deployer
     registry_token: RegistryToken = exchange_acr_refresh_token
 
 
@@ -215,15 +213,12 @@ class ContainerImages(pulumi.ComponentResource):
             source.reference is None for source in args.sources.values()
         ):
             # Whoever runs `pulumi up` pushes with their own Entra identity: AcrPush, no admin.
-            pusher = assign_role(
+            pusher = assign_to_deployer(
                 scope_name=args.registry_name,
                 scope_id=args.registry_id,
                 role=BuiltInRole.ACR_PUSH,
-                principal_role="deployer",
-                principal_id=args.deployer_object_id,
-                subscription_id=args.subscription_id,
+                deployer=args.deployer,
                 parent=self,
-                principal_type=authorization.PrincipalType(args.deployer_principal_type.value),
             )
             child = pulumi.ResourceOptions(parent=self, depends_on=[pusher])
         for role, source in args.sources.items():
@@ -310,8 +305,9 @@ def run_registry_build(
     run_id = run["properties"]["runId"]
     run_path = f"{registry_id}/runs/{run_id}"
     final = poll_until_terminal(
-        lambda: client.get_json(run_path, ACR_API_VERSION),
-        lambda state: str(state.get("properties", {}).get("status", "unknown")),
+        client,
+        run_path,
+        ACR_API_VERSION,
         ACR_RUN_SUCCEEDED | ACR_RUN_FAILED,
         poll,
         f"registry build {run_id} of {image}",
@@ -353,8 +349,7 @@ class _RegistryBuildProvider(pulumi.dynamic.ResourceProvider):
     def diff(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.DiffResult:
-        changed = [key for key in ("registry_id", "image") if olds.get(key) != news.get(key)]
-        return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=changed)
+        return replace_when_changed(olds, news, ("registry_id", "image"))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         """Images stay in the registry until the registry goes; nothing billable remains."""

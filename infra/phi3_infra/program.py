@@ -31,6 +31,7 @@ from phi3_infra.preflight import (
     PreflightUnavailable,
     require_gpu_sku,
 )
+from phi3_infra.rbac import Deployer
 from phi3_infra.serving import ServingArgs, ServingEndpoint
 from phi3_infra.tags import stack_tags
 from phi3_infra.training import TrainingInputs, TrainingJob, TrainingJobArgs
@@ -103,6 +104,14 @@ class Environment:
     identity: WorkloadIdentity
     workspace: FoundryWorkspace
     client: pulumi.Output[authorization.GetClientConfigResult]
+
+    @property
+    def deployer(self) -> Deployer:
+        return Deployer(
+            object_id=self.client.object_id,
+            principal_type=authorization.PrincipalType(self.config.deployer_principal_type.value),
+            subscription_id=self.client.subscription_id,
+        )
 
 
 def build_environment(config: StackConfig, names: StackNames) -> Environment:
@@ -184,9 +193,7 @@ def build_images(
             registry_id=foundation.container_registry.id,
             login_server=foundation.container_registry.login_server,
             tenant_id=env.client.tenant_id,
-            deployer_object_id=env.client.object_id,
-            deployer_principal_type=env.config.deployer_principal_type,
-            subscription_id=env.client.subscription_id,
+            deployer=env.deployer,
             registry_token=registry_token,
         ),
     )
@@ -222,9 +229,7 @@ def build_training(
             storage_account=foundation.storage_account,
             storage_account_name=env.names.storage_account,
             workspace_name=project.name,
-            deployer_object_id=env.client.object_id,
-            deployer_principal_type=env.config.deployer_principal_type,
-            subscription_id=env.client.subscription_id,
+            deployer=env.deployer,
             tags=env.tags,
         ),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from enum import StrEnum
 
 import pulumi
@@ -63,4 +64,33 @@ def assign_role(
         # A fresh identity may not have replicated yet; the type lets ARM skip the directory lookup.
         principal_type=principal_type,
         opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
+@dataclass(frozen=True)
+class Deployer:
+    """Whoever runs `pulumi up`: some steps (data upload, local image push) act as them."""
+
+    object_id: pulumi.Input[str]
+    principal_type: authorization.PrincipalType
+    subscription_id: pulumi.Input[str]
+
+
+def assign_to_deployer(
+    *,
+    scope_name: str,
+    scope_id: pulumi.Input[str],
+    role: BuiltInRole,
+    deployer: Deployer,
+    parent: pulumi.Resource,
+) -> authorization.RoleAssignment:
+    return assign_role(
+        scope_name=scope_name,
+        scope_id=scope_id,
+        role=role,
+        principal_role="deployer",
+        principal_id=deployer.object_id,
+        subscription_id=deployer.subscription_id,
+        parent=parent,
+        principal_type=deployer.principal_type,
     )

@@ -23,6 +23,8 @@ from pulumi_azure_native import machinelearningservices as ml
 
 from phi3_infra.arm import ArmClient, ArmNotFoundError, client_from_environment
 from phi3_infra.config import EndpointAuthMode, StackConfig
+from phi3_infra.dynamic import replace_when_changed
+from phi3_infra.identity import runs_as
 from phi3_infra.waiting import ML_API_VERSION, OperationFailed, Poll, poll_until_terminal
 
 SERVER_ENVIRONMENT = "phi3-server"
@@ -124,10 +126,7 @@ class ServingEndpoint(pulumi.ComponentResource):
             endpoint_name=args.endpoint_name,
             location=config.location,
             tags=dict(args.tags),
-            identity=ml.ManagedServiceIdentityArgs(
-                type=ml.ManagedServiceIdentityType.USER_ASSIGNED,
-                user_assigned_identities=[args.identity_id],
-            ),
+            identity=runs_as(args.identity_id),
             properties=ml.OnlineEndpointPropertiesArgs(
                 auth_mode=_AUTH_MODES[config.endpoint_auth_mode],
                 description="Fine-tuned Phi-3 (OpenAI-compatible under /v1, reference /score)",
@@ -196,11 +195,13 @@ def set_endpoint_traffic(
     body: dict[str, Any] = {key: endpoint[key] for key in kept if key in endpoint}
     client.put_json(endpoint_id, ML_API_VERSION, {**body, "properties": properties})
     final = poll_until_terminal(
-        lambda: client.get_json(endpoint_id, ML_API_VERSION),
-        lambda state: str(state.get("properties", {}).get("provisioningState", "unknown")),
+        client,
+        endpoint_id,
+        ML_API_VERSION,
         _PROVISIONED,
         poll,
         f"traffic update of {endpoint_id.rsplit('/', 1)[-1]}",
+        status_key="provisioningState",
     )
     state = final["properties"]["provisioningState"]
     if state != "Succeeded":
@@ -225,8 +226,7 @@ class _EndpointTrafficProvider(pulumi.dynamic.ResourceProvider):
     def diff(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.DiffResult:
-        changed = [k for k in ("endpoint_id", "deployment_name") if olds.get(k) != news.get(k)]
-        return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=changed)
+        return replace_when_changed(olds, news, ("endpoint_id", "deployment_name"))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         # An endpoint that is already gone took its traffic with it.

@@ -22,6 +22,7 @@ from pulumi_azure_native import machinelearningservices as ml
 from phi3_infra.arm import client_from_environment
 from phi3_infra.config import StackConfig, TrainerArg
 from phi3_infra.data import DataFile
+from phi3_infra.dynamic import replace_when_changed
 from phi3_infra.waiting import Poll, wait_for_job
 
 JOB_NAME_PREFIX = "phi3-ft-"
@@ -184,7 +185,11 @@ class TrainingJob(pulumi.ComponentResource):
                 environment_variables={"MLFLOW_MAX_LOG_PARAMS": "100"},
                 tags={**args.tags, "fingerprint": inputs.fingerprint()},
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+            # Jobs are immutable: a forced re-run of the same name (`pulumi up --replace`) must
+            # delete the old one first.
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=list(args.depends_on), delete_before_replace=True
+            ),
         )
         self.completion, self.model = None, None
         if config.wait_for_training:
@@ -233,9 +238,7 @@ class _JobCompletionProvider(pulumi.dynamic.ResourceProvider):
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.DiffResult:
         # A new job is a new wait; a changed timeout alone does not re-wait a finished job.
-        return pulumi.dynamic.DiffResult(
-            changes=olds.get("job_id") != news.get("job_id"), replaces=["job_id"]
-        )
+        return replace_when_changed(olds, news, ("job_id",))
 
 
 class JobCompletion(pulumi.dynamic.Resource):

@@ -39,22 +39,25 @@ class Poll:
 
 
 def poll_until_terminal(
-    fetch: Callable[[], Mapping[str, Any]],
-    status_of: Callable[[Mapping[str, Any]], str],
+    client: ArmClient,
+    path: str,
+    api_version: str,
     terminal: frozenset[str],
     poll: Poll,
     what: str,
+    status_key: str = "status",
 ) -> Mapping[str, Any]:
-    """Fetch until the status is terminal; ARM throttling or outages only delay the next ask."""
+    """GET `path` until `properties.<status_key>` is terminal; ARM throttling or outages only
+    delay the next ask."""
     deadline = poll.clock() + poll.timeout_s
     last_status = "unknown"
     while True:
         try:
-            state = fetch()
+            state = client.get_json(path, api_version)
         except (ArmThrottledError, ArmUnavailableError):
             state = None
         if state is not None:
-            last_status = status_of(state)
+            last_status = str(state.get("properties", {}).get(status_key, "unknown"))
             if last_status in terminal:
                 return state
         if poll.clock() + poll.interval_s > deadline:
@@ -96,11 +99,7 @@ def wait_for_job(client: ArmClient, path: str, workspace_id: str, poll: Poll) ->
     """Wait until the job at ARM `path` completes; raise with its error and studio link if not."""
     name = path.rsplit("/", 1)[-1]
     job = poll_until_terminal(
-        lambda: client.get_json(path, ML_API_VERSION),
-        lambda state: str(state.get("properties", {}).get("status", "unknown")),
-        JOB_SUCCEEDED | JOB_FAILED,
-        poll,
-        f"training job {name}",
+        client, path, ML_API_VERSION, JOB_SUCCEEDED | JOB_FAILED, poll, f"training job {name}"
     )
     status = job["properties"]["status"]
     if status in JOB_FAILED:

@@ -1,0 +1,16 @@
+"""Shared by the dynamic resources: steps `pulumi up` runs through the ARM client."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pulumi.dynamic
+
+
+def replace_when_changed(
+    olds: Mapping[str, Any], news: Mapping[str, Any], keys: Sequence[str]
+) -> pulumi.dynamic.DiffResult:
+    """A step is redone (replaced) when what it acts on changes, and only then."""
+    changed = [key for key in keys if olds.get(key) != news.get(key)]
+    return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=changed)
