@@ -4,8 +4,11 @@
     python scripts/plan.py --stack eastus2 --json
 
 Runs the real program (phi3_infra.program.build_stack) under Pulumi's mocks, then prints every
-resource with its Azure name, location, key security settings, each role assignment as
-role -> scope, and the security policy results. Exit status 1 when a policy fails.
+resource with its Azure name, location, key settings (for the pipeline stages: images, data
+asset, job command, model, endpoint, deployment limits, and what each ARM-client step acts on),
+each role assignment as role -> scope, the outputs (secrets masked) and the security policy
+results. The stack's data and build contexts are validated as in `pulumi up`. Exit status 1
+when a policy fails, 2 on invalid config or data.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "infra"))
 
 from phi3_infra.config import ConfigError  # noqa: E402
+from phi3_infra.data import DataError  # noqa: E402
+from phi3_infra.images import ImageContextError  # noqa: E402
 from phi3_infra.offline import (  # noqa: E402
     CLIENT_OBJECT_ID,
     OfflineRun,
@@ -252,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = REPO_ROOT / f"Pulumi.{stack}.yaml"
         try:
             run = plan_stack(stack_file_config(path), stack)
-        except ConfigError as error:
+        except (ConfigError, DataError, ImageContextError) as error:
             print(f"{path.name}: {error}", file=sys.stderr)
             return 2
         violations = check_policies(run)

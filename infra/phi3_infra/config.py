@@ -242,6 +242,12 @@ class StackConfig(BaseModel):
             )
         if Stage.TRAIN in self.stages:
             problems = []
+            if (self.trainer_args or {}).get("merge_output") is False:
+                problems.append(
+                    f"{config_key('trainer_args')}: merge_output false leaves no merged model "
+                    "to serve (the server image cannot download the base model); drop it or "
+                    "drop 'serve'"
+                )
             if self.model_reference is not None:
                 problems.append(
                     f"{reference}: serves a model trained elsewhere; with 'train' in stages "

@@ -29,6 +29,7 @@ JOB_NAME_PREFIX = "phi3-ft-"
 EXPERIMENT_NAME = "phi3-fine-tuning"
 TRAINER_ENVIRONMENT = "phi3-trainer"
 MODEL_OUTPUT = "model"
+MERGED_MODEL = "merged"  # the trainer's folder for the full model (LoRA merged, or full FT)
 SHM_SIZE = "16g"
 MODEL_VERSION = "1"  # one model name per job: the job's hash is in the name
 _HASH_LENGTH = 16
@@ -200,7 +201,8 @@ class TrainingJob(pulumi.ComponentResource):
                 timeout_s=config.training_timeout_minutes * 60,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.job]),
             )
-            # The whole output folder: the server finds merged/ (or adapter/) inside the mount.
+            # The merged model the trainer writes (weights and tokenizer): servable without the
+            # base model, which the offline server image could not download.
             self.model = ml.ModelVersion(
                 "model",
                 name=self.job_name,
@@ -209,7 +211,9 @@ class TrainingJob(pulumi.ComponentResource):
                 workspace_name=args.workspace_name,
                 properties=ml.ModelVersionPropertiesArgs(
                     model_type="custom_model",
-                    model_uri=f"azureml://jobs/{self.job_name}/outputs/{MODEL_OUTPUT}",
+                    model_uri=(
+                        f"azureml://jobs/{self.job_name}/outputs/{MODEL_OUTPUT}/paths/{MERGED_MODEL}/"
+                    ),
                     job_name=self.job_name,
                     description=f"Phi-3 fine-tuned by job {self.job_name} from {inputs.base_model}",
                     tags=dict(args.tags),

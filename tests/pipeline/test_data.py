@@ -3,6 +3,8 @@ with a bearer token (shared keys are off) and registered as a data asset."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,23 @@ def test_upload_gives_up_with_the_url_and_the_answer(pipeline_arm: PipelineArm) 
         RuntimeError, match=r"upload to .*/blob/training-data/x.jsonl failed \(403\)"
     ):
         upload_blob(url, b"{}", lambda: "t", patience_s=0.05, interval_s=0.01)
+
+
+def test_validation_runs_in_the_programs_own_environment(repo_root: Path) -> None:
+    """`pulumi up` has no torch: the trainer's validator must load without it."""
+    probe = (
+        "import sys; from phi3_infra.config import parse_stack_config; "
+        "from phi3_infra.data import validate_data; "
+        "config = parse_stack_config({'location': 'eastus2', 'owner': 'o', "
+        "'expiresOn': '2027-01-01', 'trainingData': 'scripts/data/capitals_chat.jsonl'}); "
+        "print(validate_data(config)[0].records); print(' '.join(sys.modules))"
+    )
+    env = {"PYTHONPATH": str(repo_root / "infra"), "PATH": ""}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    records, modules = result.stdout.splitlines()
+    assert records == "240"
+    loaded = {name.split(".")[0] for name in modules.split()}
+    assert "phi3_trainer" in loaded
+    assert not loaded & {"torch", "transformers", "trl", "datasets"}

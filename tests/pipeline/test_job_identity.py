@@ -138,7 +138,7 @@ def test_the_job_runs_the_trainer_on_the_cluster_as_the_workload_identity(
     assert "distribution" not in properties  # one node, one GPU
     model = full_run.named("model").inputs
     assert model["name"] == name
-    assert model["properties"]["modelUri"] == f"azureml://jobs/{name}/outputs/model"
+    assert model["properties"]["modelUri"] == f"azureml://jobs/{name}/outputs/model/paths/merged/"
 
 
 def test_several_gpus_or_nodes_run_pytorch_distributed(plan: Plan) -> None:

@@ -93,6 +93,7 @@ def test_fire_and_forget_submits_the_job_without_waiting_or_registering(plan: Pl
         ),
         ({"trainerArgs": '{"output_dir": "/tmp"}'}, "['output_dir'] are set by the program"),
         ({"trainerArgs": '{"Num-Epochs": 3}'}, "are not trainer flag names"),
+        ({"trainerArgs": '{"merge_output": false}'}, "merge_output false leaves no merged model"),
         ({"requestTimeoutSeconds": "180"}, "phi3-foundry:requestTimeoutSeconds: Input should be"),
         ({"endpointAuthMode": "password"}, "phi3-foundry:endpointAuthMode: Input should be"),
         ({"servingInstanceType": "E4s"}, "phi3-foundry:servingInstanceType: invalid instance"),
