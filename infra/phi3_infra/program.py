@@ -35,6 +35,7 @@ from phi3_infra.rbac import Deployer
 from phi3_infra.serving import ServingArgs, ServingEndpoint
 from phi3_infra.tags import stack_tags
 from phi3_infra.training import TrainingInputs, TrainingJob, TrainingJobArgs
+from phi3_infra.waiting import studio_run_url
 from phi3_infra.workspace import FoundryWorkspace
 
 GPU_CLUSTER_NAME = "gpu-cluster"
@@ -337,6 +338,9 @@ def build_stack(
     if config.uses(Stage.TRAIN):
         training = build_training(env, gpu, cluster, images, checked)
         outputs["trainingJobName"] = training.job_name
+        outputs["trainingJobUrl"] = env.workspace.project.id.apply(
+            lambda workspace_id: studio_run_url(training.job_name, workspace_id)
+        )
         if training.model is not None:
             outputs["modelId"] = training.model.id
     if config.uses(Stage.SERVE):

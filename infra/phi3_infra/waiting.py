@@ -76,11 +76,16 @@ def job_path(resource_group: str, workspace: str, job_name: str, subscription_id
     )
 
 
+def studio_run_url(job_name: str, workspace_id: str) -> str:
+    """A job's page in Azure ML studio, in the documented URL form."""
+    return f"{STUDIO_URL}/runs/{job_name}?wsid={workspace_id}"
+
+
 def studio_link(job: Mapping[str, Any], workspace_id: str) -> str:
     """The job's studio page as Azure reports it, else the documented URL form."""
     services = job.get("properties", {}).get("services") or {}
     endpoint = (services.get("Studio") or {}).get("endpoint")
-    return str(endpoint) if endpoint else f"{STUDIO_URL}/runs/{job['name']}?wsid={workspace_id}"
+    return str(endpoint) if endpoint else studio_run_url(str(job["name"]), workspace_id)
 
 
 def job_error(job: Mapping[str, Any]) -> str:

@@ -32,6 +32,8 @@ def test_default_stages_run_the_whole_pipeline(plan: Plan) -> None:
     assert run.outputs["stages"] == ["infra", "train", "serve"]
     assert set(run.outputs) >= SERVING_OUTPUTS
     assert {"trainerImage", "serverImage", "trainingJobName", "modelId"} <= set(run.outputs)
+    job, project = run.outputs["trainingJobName"], run.named("project").id
+    assert run.outputs["trainingJobUrl"] == f"https://ml.azure.com/runs/{job}?wsid={project}"
 
 
 def test_infra_only_has_no_pipeline_resource(plan: Plan) -> None:
