@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         print("error: no valid records", file=sys.stderr)
         return 1
-    train, validation = records, []
+    train, validation = records, list[ChatRecord]()
     if args.validation_fraction:
         try:
             train, validation = split_records(records, args.validation_fraction, args.seed)

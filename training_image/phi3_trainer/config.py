@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from trl.scripts.utils import TrlParser
 from trl.trainer.sft_config import SFTConfig
@@ -115,20 +115,22 @@ class TrainerConfig(SFTConfig):
         default=0.03, metadata={"help": "Warm-up steps; below 1, a fraction of all steps."}
     )
     num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the data."})
-    per_device_train_batch_size: int = field(default=4, metadata={"help": "Sequences per step."})
-    per_device_eval_batch_size: int = field(
-        default=4, metadata={"help": "Sequences per eval step."}
-    )
-    gradient_accumulation_steps: int = field(default=4, metadata={"help": "Steps per update."})
+    # Packing is padding-free: a micro-batch is flattened into one sequence, and without a
+    # variable-length attention kernel (flash-attn) attention grows with the square of that
+    # length. So one packed row of max_length per micro-step, and accumulation for the update
+    # (16 x 2048 = 32k tokens).
+    per_device_train_batch_size: int = field(default=1, metadata={"help": "Rows per step."})
+    per_device_eval_batch_size: int = field(default=1, metadata={"help": "Rows per eval step."})
+    gradient_accumulation_steps: int = field(default=16, metadata={"help": "Steps per update."})
     # transformers renamed gradient_checkpointing to activation_checkpointing; both stay None
     # here so that whichever the user sets wins, and __post_init__ turns it on otherwise.
     activation_checkpointing: bool | None = field(
         default=None, metadata={"help": "Recompute activations to save memory (default: on)."}
     )
-    gradient_checkpointing: bool | None = field(
+    gradient_checkpointing: bool | None = field(  # type: ignore[assignment]
         default=None, metadata={"help": "Deprecated alias of --activation_checkpointing."}
     )
-    bf16: bool | None = field(
+    bf16: bool | None = field(  # type: ignore[assignment]
         default=None,
         metadata={"help": "bf16 mixed precision; default: on where the GPU supports it."},
     )
@@ -165,7 +167,8 @@ class TrainerConfig(SFTConfig):
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((ScriptArguments, TrainerConfig), prog="python -m phi3_trainer")
+    dataclass_types: list[Any] = [ScriptArguments, TrainerConfig]
+    return TrlParser(dataclass_types, prog="python -m phi3_trainer")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, TrainerConfig]:

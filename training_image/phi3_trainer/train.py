@@ -20,8 +20,12 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     EarlyStoppingCallback,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
     TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
 )
 from trl import SFTTrainer
 
@@ -58,10 +62,14 @@ class Phi3SFTTrainer(SFTTrainer):
 class ThroughputCallback(TrainerCallback):
     """Tokens per second over this process's training time (a resumed run counts its own part)."""
 
-    def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
+    ) -> None:
         self.start_tokens, self.start_time = state.num_input_tokens_seen, time.perf_counter()
 
-    def on_train_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
+    ) -> None:
         self.seconds = time.perf_counter() - self.start_time
         self.tokens = state.num_input_tokens_seen - self.start_tokens
 
@@ -123,7 +131,7 @@ def load_datasets(
     return train, evaluation, record
 
 
-def load_model(script: ScriptArguments, config: TrainerConfig) -> torch.nn.Module:
+def load_model(script: ScriptArguments, config: TrainerConfig) -> PreTrainedModel:
     # LoRA keeps the frozen base in the compute dtype; full fine-tuning keeps fp32 master weights.
     half = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
     return AutoModelForCausalLM.from_pretrained(
@@ -174,7 +182,7 @@ def build_trainer(
 def train(script: ScriptArguments, config: TrainerConfig) -> dict[str, Any]:
     """Validate everything, train (resuming if asked), write outputs; returns metrics.json."""
     script.model_name_or_path = absolute_if_local(script.model_name_or_path)
-    if "mlflow" in config.report_to:
+    if config.report_to and "mlflow" in config.report_to:
         os.environ.setdefault("MLFLOW_MAX_LOG_PARAMS", MLFLOW_PARAM_LIMIT)
     tokenizer = load_tokenizer(script, config)
     if config.assistant_only_loss:
