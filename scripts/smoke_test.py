@@ -29,6 +29,11 @@ from openai import OpenAI, OpenAIError
 
 EXIT_ANSWERED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 ML_TOKEN_SCOPE = "https://ml.azure.com/.default"
+# A managed endpoint answers 424 when the container answered non-2xx (here: an unknown path).
+ROUTE_HINT = (
+    "hint: the endpoint may not pass /v1 through to the container: see 'Serving: what the "
+    "endpoint forwards' in infra/README.md (use the scoringUri with the reference body)"
+)
 DEFAULT_PROMPT = "What is the capital of France? Answer in one sentence."
 
 
@@ -116,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         answer = chat(base_url, api_key, args.prompt, args.max_tokens, args.timeout)
     except OpenAIError as error:
         print(f"FAILED: {base_url}: {type(error).__name__}: {error}", file=sys.stderr)
+        if getattr(error, "status_code", None) in (404, 424):
+            print(ROUTE_HINT, file=sys.stderr)
         return EXIT_FAILED
     seconds = time.perf_counter() - started
     if not answer.strip():

@@ -80,6 +80,16 @@ def test_smoke_test_fails_on_a_wrong_key(
     assert "AuthenticationError" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_smoke_test_points_to_the_routing_note_on_404(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A base URL whose /v1 routes are not passed through (as a gateway might do)."""
+    code = smoke_test.main(["--base-url", f"{server.url}/nowhere/v1", "--api-key", API_KEY])
+    assert code == smoke_test.EXIT_FAILED
+    assert "hint: the endpoint may not pass /v1 through" in capsys.readouterr().err
+
+
 def test_smoke_test_explains_missing_outputs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
