@@ -74,6 +74,16 @@ class ThroughputCallback(TrainerCallback):
         self.tokens = state.num_input_tokens_seen - self.start_tokens
 
 
+class FinalEvaluationCallback(TrainerCallback):
+    """Evaluate at the last step, inside training, so trackers log it in the same run."""
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
+    ) -> None:
+        if state.global_step >= state.max_steps:
+            control.should_evaluate = True
+
+
 def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 50 else math.inf
 
@@ -159,7 +169,9 @@ def build_trainer(
     from datasets import Dataset
 
     callbacks = list(callbacks or [])
-    if not eval_records:
+    if eval_records:
+        callbacks.append(FinalEvaluationCallback())
+    else:
         config.eval_strategy = "no"
     if script.early_stopping_patience:
         if not eval_records:
@@ -194,8 +206,7 @@ def train(script: ScriptArguments, config: TrainerConfig) -> dict[str, Any]:
     throughput = ThroughputCallback()
     trainer = build_trainer(script, config, tokenizer, train_records, eval_records, [throughput])
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    final_eval = trainer.evaluate() if eval_records else {}
-    metrics = collect_metrics(trainer, result.metrics, final_eval, throughput)
+    metrics = collect_metrics(trainer, result.metrics, throughput)
     if trainer.is_world_process_zero():
         write_outputs(trainer, script, config, tokenizer, metrics, data_record, resume_from)
     trainer.accelerator.wait_for_everyone()
@@ -216,10 +227,10 @@ def lora_config(script: ScriptArguments) -> LoraConfig:
 def collect_metrics(
     trainer: SFTTrainer,
     train_metrics: dict[str, float],
-    final_eval: dict[str, float],
     throughput: ThroughputCallback,
 ) -> dict[str, Any]:
     history = trainer.state.log_history
+    final_eval = next((h for h in reversed(history) if "eval_loss" in h), {})
     return {
         "global_step": trainer.state.global_step,
         "epoch": trainer.state.epoch,
