@@ -34,6 +34,7 @@ from phi3_infra.offline import (  # noqa: E402
     stack_file_config,
 )
 from phi3_infra.policies import Violation, check_all, validation_args  # noqa: E402
+from phi3_infra.pricing import estimate_costs  # noqa: E402
 from phi3_infra.program import (  # noqa: E402
     build_stack,
     offline_gpu_choice,
@@ -234,6 +235,7 @@ def render_text(stack: str, run: OfflineRun, violations: Sequence[Violation]) ->
     lines += [f"  {key} = {value}" for key, value in sorted(shown_outputs(run).items())]
     lines.append(f"policies: {'PASS' if not violations else f'{len(violations)} violation(s)'}")
     lines += [f"  [{item.policy}] {item.message}" for item in violations]
+    lines.append(estimate_costs(run.resources).render())
     return "\n".join(lines)
 
 
@@ -270,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "resources": [describe(resource, run) for resource in run.resources],
                     "outputs": shown_outputs(run),
                     "policyViolations": [vars(item) for item in violations],
+                    "costPerHour": estimate_costs(run.resources).to_json(),
                 }
             )
         else:

@@ -169,7 +169,7 @@ def estimate_costs(
                 _vm_line(estimate, "idle", resource.name, vm_size, min_nodes, " kept warm")
             _vm_line(estimate, "training", resource.name, vm_size, max_nodes - min_nodes, extra)
         elif resource.type == ONLINE_DEPLOYMENT:
-            vm_size = _dig(inputs, "onlineDeploymentProperties", "instanceType")
+            vm_size = _dig(inputs, "properties", "instanceType")
             instances = int(_dig(inputs, "sku", "capacity") or 1)
             _vm_line(estimate, "serving", resource.name, str(vm_size), instances, "")
         elif resource.type in estimate.table.usage_based:

@@ -21,6 +21,7 @@ def test_json_plan_lists_every_resource_with_roles_and_policy_results(
     assert report["stack"] == "eastus2"
     assert report["count"] == len(report["resources"]) == EASTUS2_RESOURCES
     assert report["policyViolations"] == []
+    assert report["costPerHour"]["perHour"]["idle"] < report["costPerHour"]["perHour"]["training"]
     storage = next(r for r in report["resources"] if r["name"] == "storage")
     assert storage["location"] == "eastus2"
     assert storage["parent"] == "foundation"
@@ -44,6 +45,7 @@ def test_text_plan_covers_all_example_stacks(capsys: pytest.CaptureFixture[str])
     assert f"stack eastus2: {EASTUS2_RESOURCES} resources" in out
     assert f"stack swedencentral: {SWEDENCENTRAL_RESOURCES} resources" in out
     assert out.count("policies: PASS") == 2
+    assert out.count("estimated cost per hour") == 2
     assert "ACR_PULL -> registries/phi3acr" in out
     assert "(principal: identity, ServicePrincipal)" in out
     assert "allowSharedKeyAccess=False" in out

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from phi3_infra.config import DEFAULT_GPU_SKUS
-from phi3_infra.offline import OfflineRun
+from phi3_infra.offline import stack_file_config
 from phi3_infra.pricing import COMPUTE, ONLINE_DEPLOYMENT, REGISTRY, PriceTable, estimate_costs
+from scripts.plan import plan_stack
 
 
 @dataclass(frozen=True)
@@ -36,14 +38,17 @@ def test_price_table_is_dated_sourced_and_prices_every_default_size() -> None:
     assert table.vm_hourly["Standard_NC24ads_A100_v4"] == pytest.approx(3.673)
 
 
-def test_example_stack_costs_almost_nothing_idle_and_one_a100_while_training(
-    eastus2: OfflineRun,
+def test_example_stack_costs_almost_nothing_idle_one_a100_training_one_e4s_serving(
+    repo_root: Path,
 ) -> None:
+    """The full-pipeline example stack, as `scripts/plan.py` prices it."""
+    run = plan_stack(stack_file_config(repo_root / "Pulumi.eastus2.yaml"), "eastus2")
     table = PriceTable.load()
-    estimate = estimate_costs(eastus2.resources, table)
+    estimate = estimate_costs(run.resources, table)
     basic_registry_hourly = table.registry_daily["Basic"] / 24
     assert estimate.idle == pytest.approx(basic_registry_hourly)
     assert estimate.training == pytest.approx(basic_registry_hourly + 3.673)
+    assert estimate.serving == pytest.approx(basic_registry_hourly + 0.252)
     assert estimate.unpriced == []
     assert any("storage" in item for item in estimate.usage_based)
     text = estimate.render()
@@ -78,7 +83,7 @@ def test_serving_counts_each_deployment_instance() -> None:
     deployment = Planned(
         ONLINE_DEPLOYMENT,
         "deployment",
-        {"onlineDeploymentProperties": {"instanceType": "Standard_E4s_v3"}, "sku": {"capacity": 2}},
+        {"properties": {"instanceType": "Standard_E4s_v3"}, "sku": {"capacity": 2}},
     )
     estimate = estimate_costs([deployment, Planned(REGISTRY, "acr", {"sku": {"name": "Standard"}})])
     registry = 0.6667 / 24
