@@ -147,4 +147,25 @@ def test_logs_to_mlflow_in_one_run_within_the_parameter_limit(
     (run,) = [p for p in store.glob("*/*") if p.is_dir() and (p / "params").is_dir()]
     # Azure ML's MLflow rejects runs with too many parameters; the Trainer would log ~250.
     assert 0 < len(list((run / "params").iterdir())) <= 100
-    assert {"train_loss", "eval_loss", "eval_perplexity"} <= {p.name for p in (run / "metrics").iterdir()}
+    assert {"train_loss", "eval_loss", "eval_perplexity"} <= {
+        p.name for p in (run / "metrics").iterdir()
+    }
+
+
+def test_early_stopping_ends_the_run_and_records_the_best_checkpoint(
+    tmp_path: Path, tiny_phi3: Path, next_number_file: Path, run_trainer
+) -> None:
+    out = tmp_path / "out"
+    # A learning rate this high overfits the 4 held-out examples within a few epochs.
+    proc = run_trainer(
+        ["--model_name_or_path", str(tiny_phi3), "--train_file", str(next_number_file),
+         "--output_dir", str(out), "--use_lora", "false", "--learning_rate", "3e-2",
+         "--num_train_epochs", "40", "--validation_split", "0.2", "--early_stopping_patience", "2",
+         "--activation_checkpointing", "false", *FAST_FLAGS]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epoch"] < 40
+    evals = [h["eval_loss"] for h in metrics["eval_history"]]
+    assert metrics["best_eval_loss"] == pytest.approx(min(evals))
+    assert Path(metrics["best_checkpoint"]).name.startswith("checkpoint-")

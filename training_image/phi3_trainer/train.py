@@ -244,6 +244,9 @@ def collect_metrics(
             for h in history
             if "eval_loss" in h
         ],
+        # With early stopping the best checkpoint, not the last step, is what gets saved.
+        "best_eval_loss": trainer.state.best_metric,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
         "tokens_seen": trainer.state.num_input_tokens_seen,
         "tokens_this_run": throughput.tokens,
         "train_seconds_this_run": round(throughput.seconds, 3),
