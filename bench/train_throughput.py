@@ -35,23 +35,34 @@ TEXT = (
 WORDS = TEXT.split(" ")
 
 
-def lognormal_words(rng: random.Random, median: float, sigma: float, cap: int) -> str:
-    count = min(cap, max(1, round(rng.lognormvariate(math.log(median), sigma))))
-    return " ".join(rng.choice(WORDS) for _ in range(count))
-
-
-def chat_data(examples: int, seed: int, max_words: int) -> list[dict[str, Any]]:
-    """Short prompts and long-tailed replies, like instruction-tuning sets (ultrachat-style)."""
+def chat_data(examples: int, seed: int, max_length: int, tokenizer: Any) -> list[dict[str, Any]]:
+    """Short prompts and long-tailed replies, lengths drawn in tokens (log-normal, as in
+    instruction-tuning sets: most replies are short, a few run to the length limit)."""
     rng = random.Random(seed)
-    return [
-        {
-            "messages": [
-                {"role": "user", "content": lognormal_words(rng, 25, 0.7, max_words // 4)},
-                {"role": "assistant", "content": lognormal_words(rng, 90, 0.9, max_words)},
-            ]
-        }
-        for _ in range(examples)
-    ]
+    word_tokens = {w: len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) for w in WORDS}
+
+    def text(median_tokens: float, sigma: float, cap: int) -> tuple[str, int]:
+        target = min(cap, max(2, round(rng.lognormvariate(math.log(median_tokens), sigma))))
+        words, used = [], 0
+        while used < target:
+            words.append(rng.choice(WORDS))
+            used += word_tokens[words[-1]]
+        return " ".join(words), used
+
+    budget = max_length - 16  # room for the chat template's role and end tokens
+    records = []
+    for _ in range(examples):
+        prompt, prompt_tokens = text(32, 0.7, budget // 4)
+        reply, _ = text(100, 1.0, budget - prompt_tokens - 2)  # a word may overshoot by 2
+        records.append(
+            {
+                "messages": [
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": reply},
+                ]
+            }
+        )
+    return records
 
 
 def measure(
@@ -113,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         Path(tempfile.mkdtemp(prefix="bench-phi3-")),
         hidden_size=args.hidden_size, layers=args.layers, heads=8, vocab_size=512, seed=args.seed,
     )  # fmt: skip
-    # Keep replies within max_length so neither run truncates: the same tokens reach both.
-    records = chat_data(args.examples, args.seed, max_words=args.max_length // 3)
+    from transformers import AutoTokenizer
+
+    # Replies stay within max_length so neither run truncates: the same tokens reach both.
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    records = chat_data(args.examples, args.seed, args.max_length, tokenizer)
     runs: dict[str, list[dict[str, Any]]] = {"default_packed": [], "baseline_padded": []}
     for _ in range(args.repeats):
         runs["default_packed"].append(measure(model_dir, records, True, 1, args))
