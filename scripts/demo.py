@@ -203,7 +203,7 @@ def print_plan() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "build" / "demo")
-    parser.add_argument("--max-steps", type=int, default=150, help="fine-tuning steps")
+    parser.add_argument("--max-steps", type=int, default=500, help="fine-tuning steps")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
 
