@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra"))
 
 from phi3_infra.arm import (
-    ENDPOINT_ENV_VAR,
-    PUBLIC_CLOUD_ENDPOINT,
     ArmAuthError,
     ArmError,
+    add_arm_arguments,
     client_from_environment,
 )
 from phi3_infra.config import DEFAULT_GPU_SKUS
@@ -51,16 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--nodes", type=int, default=1, help="cluster max nodes (default 1)")
     parser.add_argument("--low-priority", action="store_true", help="check low-priority quota")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument(
-        "--subscription",
-        default=os.environ.get("AZURE_SUBSCRIPTION_ID"),
-        help="subscription id (default: $AZURE_SUBSCRIPTION_ID)",
-    )
-    parser.add_argument(
-        "--arm-endpoint",
-        default=os.environ.get(ENDPOINT_ENV_VAR, PUBLIC_CLOUD_ENDPOINT),
-        help=f"ARM base URL for sovereign clouds (default: ${ENDPOINT_ENV_VAR} or public Azure)",
-    )
+    add_arm_arguments(parser)
     parser.add_argument(
         "--key-vault-name", action="append", default=[], help="a vault name the stack will use"
     )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,10 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "infra"))
 
 from phi3_infra.arm import (  # noqa: E402
-    ENDPOINT_ENV_VAR,
     ArmClient,
     ArmError,
     ArmNotFoundError,
+    add_arm_arguments,
     client_from_environment,
 )
 from phi3_infra.config import ConfigError, config_from_flat  # noqa: E402
@@ -103,16 +102,7 @@ def audit(client: ArmClient, subscription_id: str, stack: str, names: StackNames
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", required=True, help="stack name (reads Pulumi.<stack>.yaml)")
-    parser.add_argument(
-        "--subscription",
-        default=os.environ.get("AZURE_SUBSCRIPTION_ID"),
-        help="subscription id (default: $AZURE_SUBSCRIPTION_ID)",
-    )
-    parser.add_argument(
-        "--arm-endpoint",
-        default=os.environ.get(ENDPOINT_ENV_VAR),
-        help=f"ARM base URL (default: ${ENDPOINT_ENV_VAR} or public Azure)",
-    )
+    add_arm_arguments(parser)
     parser.add_argument("--project-dir", type=Path, default=REPO_ROOT, help="folder of Pulumi.yaml")
     parser.add_argument("--json", action="store_true", help="print the leftovers as JSON")
     args = parser.parse_args(argv)

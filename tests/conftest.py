@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The fake ARM server's fixtures, for the preflight, pipeline and script tests alike.
+pytest_plugins = ["tests.fakes.fixtures"]
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +31,22 @@ def tiny_phi3(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny-phi3")
     return build(out, hidden_size=64, layers=2, heads=4, vocab_size=512, seed=0)
+
+
+@pytest.fixture
+def registered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Types of the resources the offline mocks are asked to create, in the order asked: a
+    program that stops early must leave this empty."""
+    from pulumi.runtime.mocks import MockResourceArgs
+
+    from phi3_infra import offline
+
+    types: list[str] = []
+    new_resource = offline.AzureMocks.new_resource
+
+    def recording(self: offline.AzureMocks, args: MockResourceArgs) -> Any:
+        types.append(args.typ)
+        return new_resource(self, args)
+
+    monkeypatch.setattr(offline.AzureMocks, "new_resource", recording)
+    return types

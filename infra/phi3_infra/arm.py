@@ -8,6 +8,7 @@ Retry-After, a timeout on every call, `nextLink` paging, and typed errors so cal
 
 from __future__ import annotations
 
+import argparse
 import os
 import threading
 import time
@@ -258,3 +259,17 @@ def client_from_environment(endpoint: str | None = None, **options: Any) -> ArmC
 
     base = endpoint or os.environ.get(ENDPOINT_ENV_VAR) or PUBLIC_CLOUD_ENDPOINT
     return ArmClient(DefaultAzureCredential(), endpoint=base, **options)
+
+
+def add_arm_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `--subscription` and `--arm-endpoint` flags of every command-line tool that reads ARM."""
+    parser.add_argument(
+        "--subscription",
+        default=os.environ.get("AZURE_SUBSCRIPTION_ID"),
+        help="subscription id (default: $AZURE_SUBSCRIPTION_ID)",
+    )
+    parser.add_argument(
+        "--arm-endpoint",
+        default=os.environ.get(ENDPOINT_ENV_VAR),
+        help=f"ARM base URL for sovereign clouds (default: ${ENDPOINT_ENV_VAR} or public Azure)",
+    )

@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pulumi.runtime.mocks import MockResourceArgs
 
-from phi3_infra import offline
 from phi3_infra.config import (
     DEFAULT_GPU_SKUS,
     ConfigError,
@@ -28,20 +26,6 @@ MINIMAL = {
     "phi3-foundry:expiresOn": "2027-01-31",
     "phi3-foundry:stages": '["infra"]',
 }
-
-
-@pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Logical names of the resources the mocks are asked to create."""
-    names: list[str] = []
-    new_resource = offline.AzureMocks.new_resource
-
-    def recording(self: offline.AzureMocks, args: MockResourceArgs) -> Any:
-        names.append(args.name)
-        return new_resource(self, args)
-
-    monkeypatch.setattr(offline.AzureMocks, "new_resource", recording)
-    return names
 
 
 def _values(**overrides: Any) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from phi3_infra.offline import OfflineRun
 from scripts.plan import plan_stack
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import FakeArm
-from tests.preflight.conftest import arm_client, credential, fake_arm  # noqa: F401
 
 STACK = "eastus2"
 DEMO_DATA = Path(__file__).resolve().parents[2] / "scripts" / "data" / "capitals_chat.jsonl"
@@ -81,7 +80,7 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineRun]:
 
 @pytest.fixture
 def pipeline_arm(
-    fake_arm: FakeArm,  # noqa: F811
+    fake_arm: FakeArm,
     monkeypatch: pytest.MonkeyPatch,
 ) -> PipelineArm:
     """The fake ARM server with the pipeline routes; plain HTTPS clients (blob and SAS uploads,

@@ -11,14 +11,13 @@ import pytest
 
 from phi3_infra.data import DataError, upload_blob
 from tests.fakes.arm_pipeline import PipelineArm
-from tests.infra.test_config import registered  # noqa: F401
 from tests.pipeline.conftest import Plan
 
 
 def test_invalid_lines_fail_with_file_and_line_before_any_resource(
     plan: Plan,
     tmp_path: Path,
-    registered: list[str],  # noqa: F811
+    registered: list[str],
 ) -> None:
     data = tmp_path / "train.jsonl"
     lines = data.read_text().splitlines()

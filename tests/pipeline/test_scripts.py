@@ -17,7 +17,6 @@ from phi3_infra.offline import PROJECT, stack_file_config
 from scripts import smoke_test, teardown_audit
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import FakeArm
-from tests.preflight.conftest import signed_in_env  # noqa: F401
 from tests.serving.server_process import RunningServer, serve
 
 API_KEY = "endpoint-key-for-tests"
@@ -110,7 +109,7 @@ class Audit:
 
 
 @pytest.fixture
-def audit(signed_in_env: FakeArm, repo_root: Path) -> Audit:  # noqa: F811
+def audit(signed_in_env: FakeArm, repo_root: Path) -> Audit:
     """The fake ARM after a clean destroy, with things that are not this stack's."""
     config = config_from_flat(stack_file_config(repo_root / "Pulumi.eastus2.yaml"))
     pipeline = PipelineArm(signed_in_env).install()

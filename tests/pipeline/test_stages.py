@@ -8,7 +8,6 @@ import pytest
 
 from phi3_infra.config import ConfigError
 from phi3_infra.offline import OfflineRun
-from tests.infra.test_config import registered  # noqa: F401
 from tests.pipeline.conftest import Plan
 
 PIPELINE_PARTS = {
@@ -103,7 +102,7 @@ def test_fire_and_forget_submits_the_job_without_waiting_or_registering(plan: Pl
 )
 def test_unworkable_combinations_fail_before_any_resource(
     plan: Plan,
-    registered: list[str],  # noqa: F811
+    registered: list[str],
     overrides: dict[str, Any],
     expected: str,
 ) -> None:

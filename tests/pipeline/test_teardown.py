@@ -11,7 +11,6 @@ from phi3_infra.arm import ArmClient
 from phi3_infra.teardown import PurgeTargets, _PurgeProvider, purge_soft_deleted
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import SUBSCRIPTION_ID, FakeArm
-from tests.preflight.conftest import signed_in_env  # noqa: F401
 
 TARGETS = PurgeTargets(
     subscription_id=SUBSCRIPTION_ID,
@@ -36,7 +35,7 @@ def _purge_calls(fake: FakeArm) -> list[tuple[str, str]]:
 
 
 def test_destroy_purges_workspaces_child_first_then_the_vault(
-    signed_in_env: FakeArm,  # noqa: F811
+    signed_in_env: FakeArm,
 ) -> None:
     PipelineArm(signed_in_env).install()
     _destroyed(signed_in_env)

@@ -12,7 +12,6 @@ from phi3_infra.serving import _EndpointTrafficProvider, set_endpoint_traffic
 from phi3_infra.waiting import Poll
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import SUBSCRIPTION_ID, FakeArm
-from tests.preflight.conftest import signed_in_env  # noqa: F401
 
 ENDPOINT_ID = (
     f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/rg/providers/"
@@ -45,7 +44,7 @@ def test_traffic_is_put_back_with_the_rest_of_the_endpoint(
 
 
 def test_delete_takes_traffic_away_and_tolerates_a_gone_endpoint(
-    signed_in_env: FakeArm,  # noqa: F811
+    signed_in_env: FakeArm,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(serving, "TRAFFIC_POLL_S", 0.01)

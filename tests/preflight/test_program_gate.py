@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pulumi
 import pytest
-from pulumi.runtime.mocks import MockResourceArgs
 
 from phi3_infra import offline
 from phi3_infra.preflight import PreflightFailed, PreflightUnavailable
@@ -34,20 +32,6 @@ def fake_arm(tmp_path: Path) -> Iterator[FakeArm]:
     fake = FakeArm(subscription_id=offline.SUBSCRIPTION_ID)
     with fake.serving(tmp_path / "tls"):
         yield fake
-
-
-@pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Resource types the mocks are asked to create, in order."""
-    types: list[str] = []
-    new_resource = offline.AzureMocks.new_resource
-
-    def recording(self: offline.AzureMocks, args: MockResourceArgs) -> Any:
-        types.append(args.typ)
-        return new_resource(self, args)
-
-    monkeypatch.setattr(offline.AzureMocks, "new_resource", recording)
-    return types
 
 
 def test_passing_preflight_builds_the_cluster_with_the_first_size_that_fits(

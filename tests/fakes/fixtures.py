@@ -1,4 +1,5 @@
-"""Fixtures for the preflight tests: a fake ARM server over HTTPS and a client pointed at it."""
+"""Fixtures for every test that talks to Azure Resource Manager: the fake ARM server over HTTPS,
+a client pointed at it, and the signed-in environment a CLI or `pulumi up` would see."""
 
 from __future__ import annotations
 
