@@ -32,7 +32,9 @@ def test_entrypoint_is_the_module_the_tests_run(repo_root: Path) -> None:
 
 def test_base_is_an_exact_cuda_runtime_tag_of_the_locked_torch(repo_root: Path) -> None:
     (base,) = instructions(repo_root / "training_image" / "Dockerfile", "FROM")
-    match = re.fullmatch(r"pytorch/pytorch:(\d+\.\d+\.\d+)-cuda[\d.]+-cudnn\d+-runtime", base)
+    match = re.fullmatch(
+        r"pytorch/pytorch:(\d+\.\d+\.\d+)-cuda[\d.]+-cudnn\d+-runtime@sha256:[0-9a-f]{64}", base
+    )
     assert match, base
     locked_torch = pins(repo_root / "requirements" / "constraints.txt")["torch"]
     assert locked_torch.split("+")[0] == match.group(1)
