@@ -77,8 +77,10 @@ def to_chat(row: Any, system_prompt: str | None) -> Any:
     else:
         return row
     system = row.get("system") or system_prompt
-    has_system = isinstance(messages, list) and messages and messages[0].get("role") == "system"
-    if system and isinstance(messages, list) and not has_system:
+    # Only a well-formed first message decides; anything else goes to the validator unchanged, so
+    # its problem points at the index the file really has.
+    first = messages[0] if isinstance(messages, list) and messages else None
+    if system and isinstance(first, dict) and first.get("role") != "system":
         messages = [{"role": "system", "content": system}, *messages]
     return {"messages": messages}
 

@@ -103,3 +103,15 @@ def test_token_length_percentiles_and_max_length(
     limited = prepare(repo_root, *args, "--max-length", cut)
     assert json.loads(limited.stdout)["token_length"]["max"] == cut
     assert f"longer than max_length {cut}" in limited.stderr
+
+
+def test_a_malformed_first_message_is_a_located_problem_with_a_system_prompt(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"messages": ["hello"]}) + "\n")
+    for system in (["--system-prompt", "Be brief."], []):
+        proc = prepare(repo_root, data, "--out-dir", tmp_path / "out", *system)
+        assert proc.returncode == 1
+        # The index is the file's own: no system message was put in front of the bad one.
+        assert proc.stderr.splitlines() == [f"{data}:1: messages[0] must be an object, got str"]
