@@ -27,6 +27,7 @@ from phi3_infra.config import StackConfig
 from phi3_infra.dynamic import replace_when_changed
 from phi3_infra.paths import TRAINER_CONTEXT, project_path
 from phi3_infra.rbac import BuiltInRole, Deployer, assign_to_deployer
+from phi3_infra.redaction import without_query
 
 DATA_CONTAINER = "training-data"
 STORAGE_SCOPE = "https://storage.azure.com/.default"
@@ -123,7 +124,8 @@ def upload_blob(
             return
         if response.status_code != 403 or time.monotonic() + interval_s > deadline:
             raise RuntimeError(
-                f"upload to {blob_url} failed ({response.status_code}): {response.text[:300]}"
+                f"upload to {without_query(blob_url)} failed ({response.status_code}): "
+                f"{response.text[:300]}"
             )
         time.sleep(interval_s)
 
@@ -154,7 +156,9 @@ class _BlobUploadProvider(pulumi.dynamic.ResourceProvider):
             timeout=60,
         )
         if response.status_code not in (202, 404):
-            raise RuntimeError(f"deleting {props['url']} failed ({response.status_code})")
+            raise RuntimeError(
+                f"deleting {without_query(props['url'])} failed ({response.status_code})"
+            )
 
 
 class BlobUpload(pulumi.dynamic.Resource):

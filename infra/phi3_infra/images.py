@@ -32,6 +32,7 @@ from phi3_infra.config import ImageBuild, StackConfig, Stage
 from phi3_infra.dynamic import replace_when_changed
 from phi3_infra.paths import SERVER_CONTEXT, TRAINER_CONTEXT
 from phi3_infra.rbac import BuiltInRole, Deployer, assign_to_deployer
+from phi3_infra.redaction import without_query
 from phi3_infra.waiting import OperationFailed, Poll, poll_until_terminal
 
 TAG_LENGTH = 16
@@ -277,18 +278,39 @@ def _local_build(
     return pulumi.Output.concat(ref, "@", image.digest)
 
 
+class BuildSourceUploadError(RuntimeError):
+    """The build context did not reach the registry's upload URL."""
+
+
+def upload_build_source(upload_url: str, archive: bytes) -> None:
+    """PUT the context archive to the SAS URL ACR handed out; errors never show the SAS."""
+    where = without_query(upload_url)
+    try:
+        response = requests.put(
+            upload_url,
+            data=archive,
+            headers={"x-ms-blob-type": "BlockBlob"},
+            timeout=_UPLOAD_TIMEOUT_S,
+        )
+    except requests.RequestException as exc:
+        # requests puts the full URL, SAS included, into its messages: keep only the kind of
+        # failure, and drop the chained exception so the traceback cannot show it either.
+        raise BuildSourceUploadError(
+            f"uploading the build context to {where} failed: {type(exc).__name__}"
+        ) from None
+    if not response.ok:
+        code = response.headers.get("x-ms-error-code", "no error code")
+        raise BuildSourceUploadError(
+            f"uploading the build context to {where} answered {response.status_code} {code}"
+        )
+
+
 def run_registry_build(
     client: ArmClient, registry_id: str, context: Path, image: str, poll: Poll
 ) -> dict[str, Any]:
     """Upload the context, schedule an ACR build-and-push run, and wait for it to succeed."""
     upload = client.post_json(f"{registry_id}/listBuildSourceUploadUrl", ACR_API_VERSION)
-    response = requests.put(
-        upload["uploadUrl"],
-        data=context_archive(context),
-        headers={"x-ms-blob-type": "BlockBlob"},
-        timeout=_UPLOAD_TIMEOUT_S,
-    )
-    response.raise_for_status()
+    upload_build_source(upload["uploadUrl"], context_archive(context))
     run = client.post_json(
         f"{registry_id}/scheduleRun",
         ACR_API_VERSION,
@@ -314,10 +336,13 @@ def run_registry_build(
     )
     status = final["properties"]["status"]
     if status in ACR_RUN_FAILED:
-        logs = client.post_json(f"{run_path}/listLogSasUrl", ACR_API_VERSION).get("logLink", "")
         reason = final["properties"].get("runErrorMessage") or "no error message"
+        # The run's log link (listLogSasUrl) is a SAS URL: name the command that fetches the log
+        # with the reader's own sign-in instead of printing a credential.
+        registry_name = registry_id.rsplit("/", 1)[-1]
         raise OperationFailed(
-            f"registry build {run_id} of {image} {status}: {reason}\nlogs: {logs}"
+            f"registry build {run_id} of {image} {status}: {reason}\n"
+            f"logs: az acr task logs --registry {registry_name} --run-id {run_id}"
         )
     return dict(final)
 

@@ -85,6 +85,16 @@ def test_upload_gives_up_with_the_url_and_the_answer(pipeline_arm: PipelineArm) 
         upload_blob(url, b"{}", lambda: "t", patience_s=0.05, interval_s=0.01)
 
 
+def test_a_failed_upload_never_shows_the_urls_query(pipeline_arm: PipelineArm) -> None:
+    """A signed blob URL carries its SAS in the query: the error names the blob, not the SAS."""
+    pipeline_arm.fake.fail(403, path_contains="/blob/")
+    url = f"{pipeline_arm.fake.url}/blob/training-data/x.jsonl?sv=2024&sig=SECRET-SIGNATURE"
+    with pytest.raises(RuntimeError) as caught:
+        upload_blob(url, b"{}", lambda: "t", patience_s=0.05, interval_s=0.01)
+    assert "/blob/training-data/x.jsonl failed (403)" in str(caught.value)
+    assert "SECRET-SIGNATURE" not in str(caught.value)
+
+
 def test_validation_runs_in_the_programs_own_environment(repo_root: Path) -> None:
     """`pulumi up` has no torch: the trainer's validator must load without it."""
     probe = (

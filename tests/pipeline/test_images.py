@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import traceback
 from pathlib import Path
 
 import pytest
@@ -115,8 +116,36 @@ def test_a_failed_registry_build_says_why_and_where_the_log_is(
     pipeline_arm.script_run("cb8", "Running", "Failed", error="step 3: pip install failed")
     with pytest.raises(OperationFailed) as caught:
         run_registry_build(arm_client, REGISTRY, write_context(tmp_path / "c", "p"), "x:1", FAST)
-    assert "cb8 of x:1 Failed: step 3: pip install failed" in str(caught.value)
-    assert "https://logs.example/cb8.log" in str(caught.value)
+    message = str(caught.value)
+    assert "cb8 of x:1 Failed: step 3: pip install failed" in message
+    assert "logs: az acr task logs --registry phi3acr1 --run-id cb8" in message
+    # The run's log link is a SAS URL: it must not reach `pulumi up` output or CI logs.
+    assert "sig=" not in message
+
+
+def _full_error_text(error: BaseException) -> str:
+    """What a provider's traceback shows: the message and every chained exception."""
+    return "".join(traceback.format_exception(error))
+
+
+def test_a_refused_context_upload_keeps_the_sas_out_of_the_error(
+    pipeline_arm: PipelineArm, arm_client: ArmClient, tmp_path: Path
+) -> None:
+    pipeline_arm.fake.fail(403, path_contains="/upload/")
+    with pytest.raises(images.BuildSourceUploadError) as caught:
+        run_registry_build(arm_client, REGISTRY, write_context(tmp_path / "c", "p"), "x:1", FAST)
+    assert "/upload/source-1.tar.gz answered 403" in str(caught.value)
+    assert "sig=" not in _full_error_text(caught.value)
+    assert pipeline_arm.scheduled == []
+
+
+def test_an_unreachable_upload_url_keeps_the_sas_out_of_the_error() -> None:
+    # Port 1 refuses connections: requests' ConnectionError names the URL with its query.
+    sas_url = "https://127.0.0.1:1/upload/source.tar.gz?sv=2024&sig=SECRET-SIGNATURE"
+    with pytest.raises(images.BuildSourceUploadError) as caught:
+        images.upload_build_source(sas_url, b"archive")
+    assert "https://127.0.0.1:1/upload/source.tar.gz failed: ConnectionError" in str(caught.value)
+    assert "SECRET-SIGNATURE" not in _full_error_text(caught.value)
 
 
 def test_entra_token_is_exchanged_for_a_registry_refresh_token(
