@@ -325,24 +325,26 @@ def run_registry_build(
         },
     )
     run_id = run["properties"]["runId"]
-    run_path = f"{registry_id}/runs/{run_id}"
+    # The run's log link (listLogSasUrl) is a SAS URL: messages name the command that fetches
+    # the log with the reader's own sign-in instead of printing a credential.
+    logs_command = f"az acr task logs --registry {registry_id.rsplit('/', 1)[-1]} --run-id {run_id}"
     final = poll_until_terminal(
         client,
-        run_path,
+        f"{registry_id}/runs/{run_id}",
         ACR_API_VERSION,
         ACR_RUN_SUCCEEDED | ACR_RUN_FAILED,
         poll,
         f"registry build {run_id} of {image}",
+        advice=(
+            f"Follow it with `{logs_command}`; the next `pulumi up` builds anew, or set "
+            "phi3-foundry:imageBuild to 'local' to build on this machine."
+        ),
     )
     status = final["properties"]["status"]
     if status in ACR_RUN_FAILED:
         reason = final["properties"].get("runErrorMessage") or "no error message"
-        # The run's log link (listLogSasUrl) is a SAS URL: name the command that fetches the log
-        # with the reader's own sign-in instead of printing a credential.
-        registry_name = registry_id.rsplit("/", 1)[-1]
         raise OperationFailed(
-            f"registry build {run_id} of {image} {status}: {reason}\n"
-            f"logs: az acr task logs --registry {registry_name} --run-id {run_id}"
+            f"registry build {run_id} of {image} {status}: {reason}\nlogs: {logs_command}"
         )
     return dict(final)
 

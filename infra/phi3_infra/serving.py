@@ -201,6 +201,10 @@ def set_endpoint_traffic(
         _PROVISIONED,
         poll,
         f"traffic update of {endpoint_id.rsplit('/', 1)[-1]}",
+        advice=(
+            "Run `pulumi up` again once the endpoint's provisioning state (studio > Endpoints) "
+            "is Succeeded; it puts the same traffic again."
+        ),
         status_key="provisioningState",
     )
     state = final["properties"]["provisioningState"]

@@ -18,6 +18,10 @@ STUDIO_URL = "https://ml.azure.com"
 # Azure ML job statuses after which nothing changes any more.
 JOB_SUCCEEDED = frozenset({"Completed"})
 JOB_FAILED = frozenset({"Failed", "Canceled", "NotResponding"})
+TRAINING_TIMEOUT_ADVICE = (
+    "Raise phi3-foundry:trainingTimeoutMinutes, or set waitForTraining false and follow it in "
+    "the studio."
+)
 
 
 class OperationFailed(RuntimeError):
@@ -45,10 +49,12 @@ def poll_until_terminal(
     terminal: frozenset[str],
     poll: Poll,
     what: str,
+    advice: str,
     status_key: str = "status",
 ) -> Mapping[str, Any]:
     """GET `path` until `properties.<status_key>` is terminal; ARM throttling or outages only
-    delay the next ask."""
+    delay the next ask. On timeout the error names `what` and ends with the caller's `advice`:
+    only the caller knows which setting or command helps with its operation."""
     deadline = poll.clock() + poll.timeout_s
     last_status = "unknown"
     while True:
@@ -63,17 +69,9 @@ def poll_until_terminal(
         if poll.clock() + poll.interval_s > deadline:
             raise OperationTimedOut(
                 f"{what} still {last_status} after {poll.timeout_s:.0f} s; it keeps running in "
-                "Azure. Raise phi3-foundry:trainingTimeoutMinutes, or set waitForTraining false "
-                "and follow it in the studio."
+                f"Azure. {advice}"
             )
         poll.sleep(poll.interval_s)
-
-
-def job_path(resource_group: str, workspace: str, job_name: str, subscription_id: str) -> str:
-    return (
-        f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/"
-        f"Microsoft.MachineLearningServices/workspaces/{workspace}/jobs/{job_name}"
-    )
 
 
 def studio_run_url(job_name: str, workspace_id: str) -> str:
@@ -104,7 +102,13 @@ def wait_for_job(client: ArmClient, path: str, workspace_id: str, poll: Poll) ->
     """Wait until the job at ARM `path` completes; raise with its error and studio link if not."""
     name = path.rsplit("/", 1)[-1]
     job = poll_until_terminal(
-        client, path, ML_API_VERSION, JOB_SUCCEEDED | JOB_FAILED, poll, f"training job {name}"
+        client,
+        path,
+        ML_API_VERSION,
+        JOB_SUCCEEDED | JOB_FAILED,
+        poll,
+        f"training job {name}",
+        advice=TRAINING_TIMEOUT_ADVICE,
     )
     status = job["properties"]["status"]
     if status in JOB_FAILED:

@@ -15,7 +15,7 @@ from phi3_infra import images
 from phi3_infra.arm import ArmClient
 from phi3_infra.images import context_files, context_hash, run_registry_build
 from phi3_infra.paths import SERVER_CONTEXT, TRAINER_CONTEXT
-from phi3_infra.waiting import OperationFailed, Poll
+from phi3_infra.waiting import OperationFailed, OperationTimedOut, Poll
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import FixedToken
 from tests.pipeline.conftest import Plan, write_context
@@ -25,6 +25,8 @@ REGISTRY = (
     "/providers/Microsoft.ContainerRegistry/registries/phi3acr1"
 )
 FAST = Poll(timeout_s=5, interval_s=0.01)
+# Gives up after the first look: anything not yet finished times out.
+NO_PATIENCE = Poll(timeout_s=0, interval_s=1)
 
 
 def test_context_files_follow_dockerignore(tmp_path: Path) -> None:
@@ -121,6 +123,23 @@ def test_a_failed_registry_build_says_why_and_where_the_log_is(
     assert "logs: az acr task logs --registry phi3acr1 --run-id cb8" in message
     # The run's log link is a SAS URL: it must not reach `pulumi up` output or CI logs.
     assert "sig=" not in message
+
+
+def test_a_registry_build_that_outlasts_the_wait_says_how_to_follow_it(
+    pipeline_arm: PipelineArm, arm_client: ArmClient, tmp_path: Path
+) -> None:
+    pipeline_arm.script_run("cb9", "Running")
+    with pytest.raises(OperationTimedOut) as caught:
+        run_registry_build(
+            arm_client, REGISTRY, write_context(tmp_path / "c", "p"), "x:1", NO_PATIENCE
+        )
+    message = str(caught.value)
+    assert "registry build cb9 of x:1 still Running" in message
+    assert "`az acr task logs --registry phi3acr1 --run-id cb9`" in message
+    assert "imageBuild" in message
+    # The training settings do nothing for a registry build.
+    assert "trainingTimeoutMinutes" not in message
+    assert "waitForTraining" not in message
 
 
 def _full_error_text(error: BaseException) -> str:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import pytest
 
 from phi3_infra.arm import ArmClient, ArmNotFoundError
-from phi3_infra.waiting import OperationFailed, OperationTimedOut, Poll, job_path, wait_for_job
+from phi3_infra.waiting import OperationFailed, OperationTimedOut, Poll, wait_for_job
 from tests.fakes.arm_pipeline import PipelineArm, job_state
 from tests.fakes.arm_server import SUBSCRIPTION_ID
 
 JOB = "phi3-ft-0123456789abcdef"
-PATH = job_path("rg", "proj", JOB, SUBSCRIPTION_ID)
+PATH = (
+    f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/rg/providers/"
+    f"Microsoft.MachineLearningServices/workspaces/proj/jobs/{JOB}"
+)
 WORKSPACE_ID = f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/rg/workspaces/proj"
 
 
@@ -80,7 +83,9 @@ def test_timeout_says_the_job_keeps_running(
     with pytest.raises(OperationTimedOut) as caught:
         wait_for_job(arm_client, PATH, WORKSPACE_ID, poll)
     assert f"training job {JOB} still Running after 300 s; it keeps running" in str(caught.value)
-    assert "trainingTimeoutMinutes" in str(caught.value)
+    assert "Raise phi3-foundry:trainingTimeoutMinutes, or set waitForTraining false" in str(
+        caught.value
+    )
     assert clock.now <= 300
 
 

@@ -9,7 +9,7 @@ import pytest
 from phi3_infra import serving
 from phi3_infra.arm import ArmClient
 from phi3_infra.serving import _EndpointTrafficProvider, set_endpoint_traffic
-from phi3_infra.waiting import Poll
+from phi3_infra.waiting import OperationTimedOut, Poll
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import SUBSCRIPTION_ID, FakeArm
 
@@ -41,6 +41,23 @@ def test_traffic_is_put_back_with_the_rest_of_the_endpoint(
     stored = pipeline_arm.endpoints["ep-phi3-1234abcd"]
     assert stored["identity"]["type"] == "UserAssigned"  # nothing else lost in the PUT
     assert stored["properties"]["authMode"] == "Key"
+
+
+def test_a_traffic_update_that_outlasts_the_wait_says_what_to_do(
+    pipeline_arm: PipelineArm, arm_client: ArmClient
+) -> None:
+    _endpoint(pipeline_arm)
+    # The first look after the PUT still says Updating; a zero timeout gives up there.
+    with pytest.raises(OperationTimedOut) as caught:
+        set_endpoint_traffic(
+            arm_client, ENDPOINT_ID, {"phi3": 100}, Poll(timeout_s=0, interval_s=1)
+        )
+    message = str(caught.value)
+    assert "traffic update of ep-phi3-1234abcd still Updating" in message
+    assert "Run `pulumi up` again once the endpoint's provisioning state" in message
+    # The training settings do nothing for an endpoint.
+    assert "trainingTimeoutMinutes" not in message
+    assert "waitForTraining" not in message
 
 
 def test_delete_takes_traffic_away_and_tolerates_a_gone_endpoint(
