@@ -58,11 +58,34 @@ def test_every_sft_config_field_is_a_flag() -> None:
     [
         (["--validation_split", "1.5"], "--validation_split must be in [0, 1), got 1.5"),
         (["--early_stopping_patience", "0"], "--early_stopping_patience must be at least 1"),
+        (
+            ["--early_stopping_patience", "2", "--eval_strategy", "no"],
+            "--early_stopping_patience needs an --eval_strategy other than 'no'",
+        ),
     ],
 )
 def test_bad_values_are_named(flags: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         parse_args(["--train_file", "t.jsonl", *flags])
+
+
+@pytest.mark.parametrize(
+    ("flags", "every"),
+    [(["--eval_steps", "4"], 4), (["--logging_steps", "7"], 7)],  # eval_steps falls back
+)
+def test_early_stopping_checkpoints_at_every_step_evaluation(flags: list[str], every: int) -> None:
+    _, config = parse_args(
+        ["--train_file", "t.jsonl", "--early_stopping_patience", "2", "--eval_strategy", "steps",
+         "--save_steps", "200", *flags]
+    )  # fmt: skip
+    assert config.load_best_model_at_end and config.metric_for_best_model == "eval_loss"
+    assert config.save_strategy == "steps" and config.save_steps == config.eval_steps == every
+
+
+def test_early_stopping_checkpoints_every_epoch_evaluation() -> None:
+    _, config = parse_args(["--train_file", "t.jsonl", "--early_stopping_patience", "2"])
+    assert config.eval_strategy == config.save_strategy == "epoch"
+    assert config.load_best_model_at_end
 
 
 def test_bad_choices_are_named(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.trainer.helpers import (
     FAST_FLAGS,
@@ -152,20 +153,31 @@ def test_logs_to_mlflow_in_one_run_within_the_parameter_limit(
     }
 
 
-def test_early_stopping_ends_the_run_and_records_the_best_checkpoint(
+def test_early_stopping_merges_and_records_the_best_checkpoint(
     tmp_path: Path, tiny_phi3: Path, next_number_file: Path, run_trainer
 ) -> None:
     out = tmp_path / "out"
-    # A learning rate this high overfits the 4 held-out examples within a few epochs.
+    # A learning rate this high overfits the 8 held-out examples within a few evaluations.
+    # Evaluating every 4 steps with the default --save_steps 200 checks that checkpoints
+    # follow the evaluations: otherwise the best evaluation has no checkpoint to load.
     proc = run_trainer(
         ["--model_name_or_path", str(tiny_phi3), "--train_file", str(next_number_file),
          "--output_dir", str(out), "--use_lora", "false", "--learning_rate", "3e-2",
-         "--num_train_epochs", "40", "--validation_split", "0.2", "--early_stopping_patience", "2",
+         "--max_steps", "200", "--eval_strategy", "steps", "--eval_steps", "4",
+         "--validation_split", "0.2", "--early_stopping_patience", "2",
          "--activation_checkpointing", "false", *FAST_FLAGS]
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["epoch"] < 40
-    evals = [h["eval_loss"] for h in metrics["eval_history"]]
-    assert metrics["best_eval_loss"] == pytest.approx(min(evals))
-    assert Path(metrics["best_checkpoint"]).name.startswith("checkpoint-")
+    assert metrics["global_step"] < 200
+    best = min(metrics["eval_history"], key=lambda h: h["eval_loss"])
+    assert best["step"] < metrics["global_step"]  # the last model is not the best one
+    assert metrics["best_eval_loss"] == pytest.approx(best["eval_loss"])
+    assert metrics["best_checkpoint"] == str(out / f"checkpoint-{best['step']}")
+
+    from safetensors.torch import load_file
+
+    best_weights = load_file(out / f"checkpoint-{best['step']}" / "model.safetensors")
+    merged_weights = load_file(out / "merged" / "model.safetensors")
+    assert best_weights.keys() == merged_weights.keys()
+    assert all(torch.equal(best_weights[k], merged_weights[k]) for k in best_weights)

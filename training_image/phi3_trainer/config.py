@@ -72,10 +72,6 @@ class ScriptArguments:
         default=None,
         metadata={"help": "Modules trained in full beside the adapter (e.g. lm_head)."},
     )
-    early_stopping_patience: int | None = field(
-        default=None,
-        metadata={"help": "Stop after this many evaluations without a lower eval loss."},
-    )
     merge_output: bool = field(
         default=True,
         metadata={"help": "Write merged/: the full model in safetensors with the tokenizer."},
@@ -89,10 +85,6 @@ class ScriptArguments:
             raise ValueError(f"--validation_split must be in [0, 1), got {self.validation_split}")
         if self.lora_r < 1:
             raise ValueError(f"--lora_r must be at least 1, got {self.lora_r}")
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise ValueError(
-                f"--early_stopping_patience must be at least 1, got {self.early_stopping_patience}"
-            )
 
 
 @dataclass
@@ -144,6 +136,13 @@ class TrainerConfig(SFTConfig):
     include_num_input_tokens_seen: str = field(
         default="non_padding", metadata={"help": "Count tokens seen: all, non_padding or no."}
     )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop after this many evaluations without a lower eval loss; checkpoints then "
+            "follow the evaluations, and the best one is what gets written out."
+        },
+    )
     report_to: None | str | list[str] = field(  # noqa: RUF036 (the order HfArgumentParser reads)
         default=None,
         metadata={"help": "Trackers; default: mlflow when MLFLOW_TRACKING_URI is set, else none."},
@@ -163,7 +162,30 @@ class TrainerConfig(SFTConfig):
         if self.bf16 is None:
             self.bf16 = cuda and torch.cuda.is_bf16_supported() and not self.fp16
             self.fp16 = self.fp16 or (cuda and not self.bf16)
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise ValueError(
+                    "--early_stopping_patience must be at least 1, got "
+                    f"{self.early_stopping_patience}"
+                )
+            self._checkpoint_every_evaluation()
         super().__post_init__()
+
+    def _checkpoint_every_evaluation(self) -> None:
+        """Early stopping keeps the best evaluation's weights: each evaluation needs a checkpoint.
+
+        Set before ``TrainingArguments.__post_init__`` so that its consistency checks see them.
+        """
+        if self.eval_strategy == "no":
+            raise ValueError("--early_stopping_patience needs an --eval_strategy other than 'no'")
+        self.load_best_model_at_end = True
+        self.metric_for_best_model = "eval_loss"
+        if self.save_strategy != "best":  # "best" saves at exactly the evaluations that matter
+            self.save_strategy = self.eval_strategy
+        if self.eval_strategy == "steps":
+            # Unset eval_steps falls back to logging_steps, as TrainingArguments does it.
+            self.eval_steps = self.eval_steps or self.logging_steps
+            self.save_steps = self.eval_steps
 
 
 def make_parser() -> TrlParser:

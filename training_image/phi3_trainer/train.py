@@ -173,13 +173,10 @@ def build_trainer(
         callbacks.append(FinalEvaluationCallback())
     else:
         config.eval_strategy = "no"
-    if script.early_stopping_patience:
+    if config.early_stopping_patience:
         if not eval_records:
             raise ValueError("--early_stopping_patience needs validation data")
-        config.load_best_model_at_end = True
-        config.metric_for_best_model = "eval_loss"
-        config.save_strategy = config.eval_strategy
-        callbacks.append(EarlyStoppingCallback(script.early_stopping_patience))
+        callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
     return Phi3SFTTrainer(
         model=load_model(script, config),
         args=config,
