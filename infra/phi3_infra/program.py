@@ -249,6 +249,10 @@ def build_training(
             compute_id=cluster.compute.id,
             identity_id=env.identity.identity.id,
             identity_client_id=env.identity.identity.client_id,
+            identity_principal_id=env.identity.identity.principal_id,
+            storage_account_name=env.names.storage_account,
+            storage_account_id=foundation.storage_account.id,
+            subscription_id=env.client.subscription_id,
             tags=env.tags,
             depends_on=[
                 *env.identity.role_assignments,

@@ -17,12 +17,15 @@ from typing import Any
 
 import pulumi
 import pulumi.dynamic
+from pulumi_azure_native import authorization
 from pulumi_azure_native import machinelearningservices as ml
 
 from phi3_infra.arm import client_from_environment
 from phi3_infra.config import StackConfig, TrainerArg
 from phi3_infra.data import DataFile
 from phi3_infra.dynamic import replace_when_changed
+from phi3_infra.identity import WORKLOAD_PRINCIPAL
+from phi3_infra.rbac import BuiltInRole, assign_role
 from phi3_infra.waiting import Poll, wait_for_job
 
 JOB_NAME_PREFIX = "phi3-ft-"
@@ -102,6 +105,11 @@ class TrainingJobArgs:
     compute_id: pulumi.Input[str]
     identity_id: pulumi.Input[str]
     identity_client_id: pulumi.Input[str]
+    identity_principal_id: pulumi.Input[str]
+    # The hub's storage account, where the project's default datastore keeps job outputs.
+    storage_account_name: str  # deterministic Azure name, for the role assignment's name
+    storage_account_id: pulumi.Input[str]
+    subscription_id: pulumi.Input[str]
     tags: Mapping[str, str]
     # What Azure needs in place that data flow does not show (roles, data versions).
     depends_on: Sequence[pulumi.Resource]
@@ -112,6 +120,7 @@ class TrainingJob(pulumi.ComponentResource):
     the model version registered from its output (named after the job)."""
 
     job: ml.Job
+    output_writer: authorization.RoleAssignment
     completion: JobCompletion | None
     model: ml.ModelVersion | None
 
@@ -134,6 +143,25 @@ class TrainingJob(pulumi.ComponentResource):
                 tags=dict(args.tags),
             ),
             opts=pulumi.ResourceOptions(parent=self),
+        )
+        # The job reaches storage as its own identity (datastores are identity-based, shared
+        # keys are off) and rw-mounts `outputs.model` on the default datastore: writing needs
+        # Storage Blob Data Contributor, not the Reader the infra stage grants. Sources:
+        # learn.microsoft.com/azure/machine-learning/how-to-administrate-data-authentication
+        # ("Does this user have permission for writing?"; in SDK v2 a job's data access uses
+        # the job's identity) and learn.microsoft.com/azure/ai-foundry/how-to/disable-local-auth
+        # ("Scenarios for hub storage account role assignments": fine-tuning, user-assigned
+        # managed identity, Storage Blob Data Contributor). The account, not the datastore's
+        # container: Azure names that container when it creates the project, so it is unknown
+        # at plan time. Only stacks that train get this grant.
+        self.output_writer = assign_role(
+            scope_name=args.storage_account_name,
+            scope_id=args.storage_account_id,
+            role=BuiltInRole.STORAGE_BLOB_DATA_CONTRIBUTOR,
+            principal_role=WORKLOAD_PRINCIPAL,
+            principal_id=args.identity_principal_id,
+            subscription_id=args.subscription_id,
+            parent=self,
         )
         distributed = inputs.nodes > 1 or inputs.gpus_per_node > 1
         self.job = ml.Job(
@@ -189,7 +217,9 @@ class TrainingJob(pulumi.ComponentResource):
             # Jobs are immutable: a forced re-run of the same name (`pulumi up --replace`) must
             # delete the old one first.
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=list(args.depends_on), delete_before_replace=True
+                parent=self,
+                depends_on=[*args.depends_on, self.output_writer],
+                delete_before_replace=True,
             ),
         )
         self.completion, self.model = None, None

@@ -9,7 +9,7 @@ import pytest
 from scripts import plan
 
 # eastus2 runs the whole pipeline; swedencentral is infrastructure only.
-EASTUS2_RESOURCES = 40
+EASTUS2_RESOURCES = 41
 SWEDENCENTRAL_RESOURCES = 22
 
 
@@ -36,7 +36,9 @@ def test_json_plan_lists_every_resource_with_roles_and_policy_results(
     assert ("hub", "STORAGE_BLOB_DATA_CONTRIBUTOR", "storageAccounts") in assignments
     # The data upload runs as whoever runs `pulumi up`.
     assert ("deployer", "STORAGE_BLOB_DATA_CONTRIBUTOR", "storageAccounts") in assignments
-    assert len(assignments) == 8
+    # The training job writes its outputs as the workload identity.
+    assert ("identity", "STORAGE_BLOB_DATA_CONTRIBUTOR", "storageAccounts") in assignments
+    assert len(assignments) == 9
 
 
 def test_text_plan_covers_all_example_stacks(capsys: pytest.CaptureFixture[str]) -> None:

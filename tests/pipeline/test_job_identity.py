@@ -15,6 +15,7 @@ from phi3_infra.config import config_from_flat
 from phi3_infra.naming import stack_names
 from phi3_infra.offline import PROJECT, OfflineRun
 from phi3_infra.program import check_inputs, offline_gpu_choice, training_inputs
+from phi3_infra.rbac import BuiltInRole
 from tests.pipeline.conftest import BASE_CONFIG, STACK, Plan
 
 JOB = "azure-native:machinelearningservices:Job"
@@ -139,6 +140,22 @@ def test_the_job_runs_the_trainer_on_the_cluster_as_the_workload_identity(
     model = full_run.named("model").inputs
     assert model["name"] == name
     assert model["properties"]["modelUri"] == f"azureml://jobs/{name}/outputs/model/paths/merged/"
+
+
+def test_the_workload_identity_may_write_the_jobs_outputs(full_run: OfflineRun) -> None:
+    """The job rw-mounts `outputs.model` as its own identity: Blob Data Contributor on the
+    storage account, granted by the training component and in place before the job."""
+    grant = full_run.named("workload-storage-blob-data-contributor")
+    assert grant.parent_urn == full_run.named("training").urn
+    assert grant.inputs["scope"] == full_run.named("storage").id
+    assert grant.inputs["principalId"] == full_run.named("identity").outputs["principalId"]
+    assert grant.inputs["roleDefinitionId"].endswith(BuiltInRole.STORAGE_BLOB_DATA_CONTRIBUTOR)
+    assert full_run.waits_for("training-job", "workload-storage-blob-data-contributor")
+
+
+def test_only_stacks_that_train_let_the_workload_identity_write_storage(plan: Plan) -> None:
+    run = plan(stages='["infra", "serve"]', trainingData=None, modelReference="azureml:phi3-ft:7")
+    assert not [r for r in run.resources if r.name == "workload-storage-blob-data-contributor"]
 
 
 def test_several_gpus_or_nodes_run_pytorch_distributed(plan: Plan) -> None:
