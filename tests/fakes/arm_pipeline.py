@@ -74,7 +74,6 @@ class PipelineArm:
         fake.route_with_body("PUT", r"/blob/(?P<blob>.+)", self._put_blob, anonymous=True)
         fake.route_with_body("POST", _REGISTRY + r"/scheduleRun", self._schedule_run)
         fake.route("GET", _REGISTRY + r"/runs/(?P<run>[^/]+)", self._get_run)
-        fake.route("POST", _REGISTRY + r"/runs/(?P<run>[^/]+)/listLogSasUrl", self._run_logs)
         endpoint = _WORKSPACE + r"/onlineEndpoints/(?P<endpoint>[^/]+)"
         fake.route("GET", endpoint, self._get_endpoint)
         fake.route_with_body("PUT", endpoint, self._put_endpoint)
@@ -152,9 +151,6 @@ class PipelineArm:
         if not states:
             return _not_found(f"Run {m['run']}")
         return 200, states.pop(0) if len(states) > 1 else states[0]
-
-    def _run_logs(self, fake: FakeArm, query: Any, m: re.Match[str]) -> tuple[int, Any]:
-        return 200, {"logLink": f"https://logs.example/{m['run']}.log?sig=sas"}
 
     def _exchange(
         self, fake: FakeArm, query: Any, m: re.Match[str], body: bytes
