@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from phi3_trainer.checkpoints import newest_complete_checkpoint
+from phi3_trainer.checkpoints import COMPLETE_FILE, newest_complete_checkpoint
 from tests.trainer.helpers import FAST_FLAGS, TRAINER_ENV, TRAINER_MODULE
 
 pytestmark = pytest.mark.slow
@@ -103,4 +103,7 @@ def test_two_process_ddp_on_cpu_with_the_same_entrypoint(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["global_step"] == 6
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
-    assert (out / "merged" / "model.safetensors").is_file() and (out / "checkpoint-6").is_dir()
+    assert (out / "merged" / "model.safetensors").is_file()
+    # Marked complete after both ranks wrote their RNG state, so --resume auto would take it.
+    assert newest_complete_checkpoint(out) == out / "checkpoint-6"
+    assert json.loads((out / "checkpoint-6" / COMPLETE_FILE).read_text())["world_size"] == 2

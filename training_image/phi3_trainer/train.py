@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from peft import LoraConfig
 from transformers import (
     AutoModelForCausalLM,
@@ -30,7 +31,7 @@ from transformers import (
 from trl import SFTTrainer
 
 from phi3_trainer.chat_template import assistant_only_loss_supported
-from phi3_trainer.checkpoints import resolve_resume
+from phi3_trainer.checkpoints import mark_complete, resolve_resume
 from phi3_trainer.config import ScriptArguments, TrainerConfig
 from phi3_trainer.data_validation import (
     ChatRecord,
@@ -82,6 +83,18 @@ class FinalEvaluationCallback(TrainerCallback):
     ) -> None:
         if state.global_step >= state.max_steps:
             control.should_evaluate = True
+
+
+class MarkCheckpointCompleteCallback(TrainerCallback):
+    """Once every rank has written its part of a checkpoint, mark it complete for --resume."""
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
+    ) -> None:
+        PartialState().wait_for_everyone()
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir or ".") / f"checkpoint-{state.global_step}"
+            mark_complete(checkpoint, state.global_step, args.world_size)
 
 
 def perplexity(loss: float) -> float:
@@ -168,7 +181,7 @@ def build_trainer(
     """Load the model and wire the SFT trainer; the data must already be validated."""
     from datasets import Dataset
 
-    callbacks = list(callbacks or [])
+    callbacks = [*(callbacks or []), MarkCheckpointCompleteCallback()]
     if eval_records:
         callbacks.append(FinalEvaluationCallback())
     else:
