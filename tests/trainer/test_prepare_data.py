@@ -105,7 +105,7 @@ def test_token_length_percentiles_and_max_length(
     assert f"longer than max_length {cut}" in limited.stderr
 
 
-def test_a_malformed_first_message_is_a_located_problem_with_a_system_prompt(
+def test_a_malformed_first_message_is_a_located_problem_with_or_without_system_prompt(
     tmp_path: Path, repo_root: Path
 ) -> None:
     data = tmp_path / "d.jsonl"
