@@ -194,6 +194,15 @@ def make_parser() -> TrlParser:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, TrainerConfig]:
-    """Flags, with ``--config FILE.yaml`` for defaults (flags given on the command line win)."""
-    script_args, training_args = make_parser().parse_args_and_config(args=argv)
+    """Flags, with ``--config FILE.yaml`` for defaults (flags given on the command line win).
+
+    A bad value or combination exits with status 2 and the message, like argparse's own errors,
+    instead of a traceback from the dataclasses' checks.
+    """
+    parser = make_parser()
+    try:
+        script_args, training_args = parser.parse_args_and_config(args=argv)
+    except ValueError as error:
+        # Not parser.error(): its usage line lists every SFTConfig flag and buries the message.
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     return script_args, training_args
