@@ -61,6 +61,10 @@ def test_every_sft_config_field_is_a_flag() -> None:
             ["--early_stopping_patience", "2", "--eval_strategy", "no"],
             "--early_stopping_patience needs an --eval_strategy other than 'no'",
         ),
+        (
+            ["--early_stopping_patience", "2", "--validation_split", "0"],
+            "--early_stopping_patience needs validation data",
+        ),
     ],
 )
 def test_bad_values_are_named(

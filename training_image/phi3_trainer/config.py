@@ -205,4 +205,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, TrainerC
     except ValueError as error:
         # Not parser.error(): its usage line lists every SFTConfig flag and buries the message.
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    if training_args.early_stopping_patience and not (
+        script_args.validation_file or script_args.validation_split
+    ):
+        parser.exit(
+            2,
+            f"{parser.prog}: error: --early_stopping_patience needs validation data: give "
+            "--validation_file or a --validation_split above 0\n",
+        )
     return script_args, training_args
