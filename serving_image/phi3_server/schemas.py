@@ -1,7 +1,9 @@
 """Request and response bodies: OpenAI chat completions and Azure ML's ``/score`` bodies.
 
 Requests forbid unknown fields, so a misspelt parameter is an error instead of silently ignored.
-``null`` is accepted wherever OpenAI accepts it (some SDKs send explicit nulls).
+``null`` is accepted wherever OpenAI accepts it (some SDKs send explicit nulls). OpenAI fields this
+server does not implement (penalties, logprobs, tools, ...) are accepted at their default or neutral
+values, which clients send routinely, and are a 400 naming the field at any other value.
 """
 
 from __future__ import annotations
@@ -22,10 +24,24 @@ class TextPart(_Strict):
     text: str
 
 
+def _unsupported(value: Any, neutral: bool) -> Any:
+    if not neutral:
+        raise ValueError(f"{value!r} is not supported by this server")
+    return value
+
+
 class ChatMessage(_Strict):
     role: Literal["system", "user", "assistant"]
     content: str | list[TextPart]
     name: str | None = None
+    # Echoed back by clients replaying an assistant turn.
+    refusal: None = None
+    tool_calls: list[Any] | None = None
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _no_tool_calls(cls, calls: list[Any] | None) -> list[Any] | None:
+        return _unsupported(calls, not calls)
 
     def as_template_input(self) -> dict[str, str]:
         content = (
@@ -53,6 +69,16 @@ class ChatCompletionRequest(_Strict):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    # Without tools "auto" and "none" both mean a plain answer.
+    tool_choice: Literal["none", "auto"] | None = None
+    parallel_tool_calls: bool | None = None  # no tools, so no effect either way
     # Extension, as in vLLM: keep generating past end tokens (fixed-length benchmarks).
     ignore_eos: bool = False
 
@@ -65,6 +91,28 @@ class ChatCompletionRequest(_Strict):
         if any(not s for s in stops):
             raise ValueError("stop strings must not be empty")
         return stops
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _no_penalty(cls, penalty: float | None) -> float | None:
+        return _unsupported(penalty, not penalty)
+
+    @field_validator("logit_bias", "tools")
+    @classmethod
+    def _empty(cls, value: dict[str, float] | list[Any] | None) -> Any:
+        return _unsupported(value, not value)
+
+    @field_validator("logprobs", "top_logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | int | None) -> Any:
+        return _unsupported(value, not value)
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_format(cls, response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _unsupported(
+            response_format, response_format is None or response_format == {"type": "text"}
+        )
 
 
 class ScoreParameters(_Strict):

@@ -256,3 +256,61 @@ def test_32_concurrent_clients_all_succeed_in_shared_batches(server: RunningServ
     assert rows / steps > 2, f"mean decode batch {rows / steps:.1f}: requests were not batched"
     assert _metric(server, "phi3_completion_tokens_total") - tokens_before == 32 * 16
     assert _metric(server, "phi3_queue_depth") == 0
+
+
+def test_openai_fields_at_their_neutral_values_are_accepted(server: RunningServer) -> None:
+    history: list[ChatCompletionMessageParam] = [
+        *QUESTION,
+        {"role": "assistant", "content": "Paris.", "refusal": None, "tool_calls": None},
+        {"role": "user", "content": "And of Italy?", "name": "alice"},
+    ]
+    completion = server.openai().chat.completions.create(
+        model=MODEL,
+        messages=history,
+        max_tokens=2,
+        n=1,
+        presence_penalty=0,
+        frequency_penalty=0.0,
+        logit_bias={},
+        logprobs=False,
+        response_format={"type": "text"},
+        tool_choice="none",
+        parallel_tool_calls=True,
+        user="user-1",
+    )
+    assert completion.choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("presence_penalty", 0.5),
+        ("frequency_penalty", -1),
+        ("logit_bias", {"42": 5}),
+        ("logprobs", True),
+        ("top_logprobs", 2),
+        ("response_format", {"type": "json_object"}),
+        ("tools", [{"type": "function", "function": {"name": "f"}}]),
+        ("tool_choice", "required"),
+        ("n", 2),
+    ],
+)
+def test_unsupported_openai_values_are_400_naming_the_field(
+    server: RunningServer, field: str, value: Any
+) -> None:
+    body = {"model": MODEL, "messages": QUESTION, field: value}
+    response = httpx.post(f"{server.url}/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == field
+    assert error["message"].startswith(f"{field}: ")
+
+
+def test_replayed_tool_calls_are_400(server: RunningServer) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [*QUESTION, {"role": "assistant", "content": "", "tool_calls": [call]}]
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions", json={"model": MODEL, "messages": messages}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "messages.1.tool_calls"
