@@ -58,6 +58,10 @@ logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = "1"
 DISCONNECT_POLL_S = 0.5
+# How long past its deadline a request waits for the engine's last event: the engine checks
+# deadlines between steps, and one step (a long prompt's prefill on CPU) can take seconds.
+# Beyond it the event is taken as lost, so a request can never hang.
+ENGINE_GRACE_S = 30.0
 _T = TypeVar("_T")
 _WARM_UP_MESSAGES = [{"role": "user", "content": "Hello"}]
 
@@ -130,8 +134,10 @@ class ModelRuntime:
                 record,
             )
         )
-        if not done.wait(timeout) or not isinstance(outcome[0], Finished):
-            raise RuntimeError(f"warm-up generation did not finish: {outcome}")
+        if not done.wait(timeout):
+            raise RuntimeError(f"warm-up generation did not finish within {timeout} s")
+        if not isinstance(outcome[0], Finished):
+            raise RuntimeError(f"warm-up generation failed: {outcome[0]}")
 
     async def generate(
         self, prompt_ids: list[int], params: SamplingParams, deadline: float, metrics: Metrics
@@ -149,7 +155,15 @@ class ModelRuntime:
         self.engine.submit(request)
         try:
             while True:
-                event = await events.get()
+                remaining = deadline - time.monotonic()
+                try:
+                    event = await asyncio.wait_for(events.get(), remaining + ENGINE_GRACE_S)
+                except TimeoutError:
+                    logger.error(
+                        "no answer from the generation engine %s s past the deadline",
+                        ENGINE_GRACE_S,
+                    )
+                    raise APIError(504, "the generation did not answer in time") from None
                 if isinstance(event, Failed):
                     raise APIError(504 if event.timed_out else 503, event.message)
                 if isinstance(event, Finished):

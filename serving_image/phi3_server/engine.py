@@ -13,10 +13,10 @@ greedy/sampled choice and ``seed`` cannot be honoured; this module keeps those p
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -115,7 +115,7 @@ class _Sequence:
         params = self.request.params
         self.generated.append(token)
         if token in eos_ids and not params.ignore_eos:
-            self._finish("stop")
+            self.finish_with_held_back_text(tokenizer, "stop", self.generated[:-1])
             return
         text = tokenizer.decode(self.generated, skip_special_tokens=True)
         stop_at = _find_stop(text, params.stop, self.emitted_chars)
@@ -127,6 +127,19 @@ class _Sequence:
             self._finish("length")
         else:
             self._emit(text[: len(text) - _undecided_suffix(text, params.stop)])
+
+    def finish_with_held_back_text(
+        self, tokenizer: Any, reason: FinishReason, tokens: list[int] | None = None
+    ) -> None:
+        """Finish early (an end token, the deadline): the text held back as a possible stop
+        string prefix or partial character will never be completed, so it is emitted now,
+        cut at a stop string if one is complete in it."""
+        text = tokenizer.decode(
+            self.generated if tokens is None else tokens, skip_special_tokens=True
+        )
+        stop_at = _find_stop(text, self.request.params.stop, self.emitted_chars)
+        self._emit(text if stop_at is None else text[:stop_at])
+        self._finish(reason)
 
     def fail(self, message: str, timed_out: bool = False) -> None:
         self.done = True
@@ -207,7 +220,10 @@ class BatchingEngine:
         self._max_batch_size = max_batch_size
         self._on_step = on_step
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self._waiting: queue.Queue[GenerationRequest] = queue.Queue()
+        # Guards _waiting and _closed, so that no request is queued after the worker drained.
+        self._waiting_changed = threading.Condition()
+        self._waiting: deque[GenerationRequest] = deque()
+        self._closed = False
         self._rows: list[_Sequence] = []
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [rows, cached positions], 0 where padded
@@ -216,7 +232,7 @@ class BatchingEngine:
 
     @property
     def waiting_count(self) -> int:
-        return self._waiting.qsize()
+        return len(self._waiting)
 
     @property
     def running_count(self) -> int:
@@ -230,48 +246,73 @@ class BatchingEngine:
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        # The worker closes the queue as it exits; this covers a worker never started.
+        self._close_waiting()
 
     def submit(self, request: GenerationRequest) -> None:
-        if self._stopping.is_set():
-            request.on_event(Failed("the server is shutting down"))
-            return
-        self._waiting.put(request)
+        with self._waiting_changed:
+            if not self._closed:
+                self._waiting.append(request)
+                self._waiting_changed.notify()
+                return
+        request.on_event(Failed("the server is shutting down"))
 
     def _run(self) -> None:
-        with torch.inference_mode():
-            while not self._stopping.is_set():
-                newcomers = self._take_waiting()
-                try:
-                    if newcomers:
-                        self._prefill(newcomers)
-                    if self._rows:
-                        self._decode()
-                except Exception:  # a model fault must fail its requests, not hang them
-                    logger.exception("generation step failed")
-                    self._fail_running("generation failed on the server")
-        self._fail_running("the server is shutting down")
-        while not self._waiting.empty():
-            _Sequence(self._waiting.get_nowait()).fail("the server is shutting down")
+        try:
+            with torch.inference_mode():
+                while not self._stopping.is_set():
+                    self._step()
+            self._fail_running("the server is shutting down")
+        finally:
+            # Also when the worker itself crashed: nobody would ever take these requests.
+            self._close_waiting()
+
+    def _step(self) -> None:
+        self._expire_waiting()
+        newcomers = [_Sequence(request) for request in self._take_waiting()]
+        try:
+            if newcomers:
+                self._prefill(newcomers)
+            if self._rows:
+                self._decode()
+        except Exception:  # a fault of the shared batch must fail its requests, not hang them
+            logger.exception("generation step failed")
+            for sequence in newcomers:
+                if not sequence.done:
+                    sequence.fail("generation failed on the server")
+            self._fail_running("generation failed on the server")
+
+    def _close_waiting(self) -> None:
+        with self._waiting_changed:
+            self._closed = True
+            left = list(self._waiting)
+            self._waiting.clear()
+        for request in left:
+            _Sequence(request).fail("the server is shutting down")
+
+    def _expire_waiting(self) -> None:
+        """Drop cancelled and fail expired queued requests, even while the batch is full: a
+        queued request must learn of its timeout at its deadline, not when a slot frees."""
+        now = time.monotonic()
+        with self._waiting_changed:
+            expired = [r for r in self._waiting if not r.cancelled.is_set() and now > r.deadline]
+            live = [r for r in self._waiting if not r.cancelled.is_set() and now <= r.deadline]
+            self._waiting = deque(live)
+        for request in expired:
+            _Sequence(request).fail("the request timed out while queued", timed_out=True)
 
     def _take_waiting(self) -> list[GenerationRequest]:
-        taken: list[GenerationRequest] = []
-        while len(self._rows) + len(taken) < self._max_batch_size:
-            try:
+        with self._waiting_changed:
+            if not self._rows and not self._waiting:
                 # Block briefly only when idle, so a busy batch never waits for newcomers.
-                idle = not self._rows and not taken
-                request = self._waiting.get(timeout=0.1) if idle else self._waiting.get_nowait()
-            except queue.Empty:
-                break
-            if request.cancelled.is_set():
-                continue
-            if time.monotonic() > request.deadline:
-                _Sequence(request).fail("the request timed out while queued", timed_out=True)
-                continue
-            taken.append(request)
-        return taken
+                self._waiting_changed.wait(timeout=0.1)
+            room = self._max_batch_size - len(self._rows)
+            return [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
 
-    def _prefill(self, requests: list[GenerationRequest]) -> None:
-        newcomers = [_Sequence(request) for request in requests]
+    def _prefill(self, newcomers: list[_Sequence]) -> None:
+        """Run the new prompts in a cache of their own, then merge it into the batch. A prompt
+        that cannot be processed (out of memory on a long one) fails only the new requests."""
+        requests = [sequence.request for sequence in newcomers]
         width = max(len(request.prompt_ids) for request in requests)
         device = self._model.device
         input_ids = torch.full((len(requests), width), self._pad_id, dtype=torch.long)
@@ -282,14 +323,20 @@ class BatchingEngine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         # A plain cache: rows are padded and merged below, which sliding-window layers do not allow.
         cache = DynamicCache()
-        logits = self._model(
-            input_ids=input_ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1, :]
+        try:
+            logits = self._model(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1, :]
+        except Exception:
+            logger.exception("prefill of %d new requests failed", len(newcomers))
+            for sequence in newcomers:
+                sequence.fail("generation failed on the server: the prompt could not be processed")
+            return
         self._join(newcomers, cache, mask.to(device))
         self._advance(newcomers, logits)
 
@@ -314,8 +361,11 @@ class BatchingEngine:
         for sequence, row_logits in zip(sequences, logits, strict=True):
             if sequence.request.cancelled.is_set():
                 sequence.done = True
-            elif now > sequence.request.deadline:
+            elif now > sequence.request.deadline and not sequence.generated:
                 sequence.fail("the request exceeded its deadline", timed_out=True)
+            elif now > sequence.request.deadline:
+                # A server-side cap on generation, like max_tokens: the answer so far, "length".
+                sequence.finish_with_held_back_text(self._tokenizer, "length")
             else:
                 sequence.accept(sequence.sample(row_logits), self._eos_ids, self._tokenizer)
         self._drop_finished()

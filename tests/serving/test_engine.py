@@ -34,9 +34,14 @@ def model_and_tokenizer(tiny_phi3: Path) -> tuple[Any, Any]:
 
 
 def _generate(
-    engine: BatchingEngine, prompt: list[int], params: SamplingParams, timeout: float = 60
+    engine: BatchingEngine,
+    prompt: list[int],
+    params: SamplingParams,
+    timeout: float = 60,
+    wait: float = 60,
 ) -> tuple[str, GenerationEvent]:
-    """Submit one request and wait for its text and its last event."""
+    """Submit one request (failing after ``timeout``) and wait up to ``wait`` for its text and
+    its last event."""
     done, parts, last = threading.Event(), [], []
 
     def on_event(event: GenerationEvent) -> None:
@@ -47,7 +52,7 @@ def _generate(
             done.set()
 
     engine.submit(GenerationRequest(prompt, params, time.monotonic() + timeout, on_event))
-    assert done.wait(60)
+    assert done.wait(wait), "the request never ended"
     return "".join(parts), last[0]
 
 
@@ -89,32 +94,123 @@ def test_batched_greedy_equals_one_at_a_time_generate(model_and_tokenizer: Any) 
         ), f"request {index}"
 
 
-def test_request_past_its_deadline_fails_as_timed_out(model_and_tokenizer: Any) -> None:
+def test_request_past_its_deadline_ends_with_its_text_so_far_as_length(
+    model_and_tokenizer: Any,
+) -> None:
     model, tokenizer = model_and_tokenizer
     engine = BatchingEngine(model, tokenizer, frozenset(), max_batch_size=2)
     engine.start()
-    params = SamplingParams(max_new_tokens=4000, ignore_eos=True)
+    params = SamplingParams(max_new_tokens=4000, ignore_eos=True, temperature=0.0)
     started = time.monotonic()
-    _, last = _generate(engine, [1, 2, 3], params, timeout=0.3)
+    prompt = tokenizer("hello there")["input_ids"]
+    text, last = _generate(engine, prompt, params, timeout=0.3)
     engine.stop()
-    assert last == Failed("the request exceeded its deadline", timed_out=True)
     assert time.monotonic() - started < 5
+    assert isinstance(last, Finished) and last.reason == "length"
+    assert 0 < last.completion_tokens < 4000
+    full = model.generate(
+        torch.tensor([prompt]),
+        max_new_tokens=last.completion_tokens,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    assert text == tokenizer.decode(full[0, len(prompt) :], skip_special_tokens=True)
 
 
-def test_stop_fails_waiting_and_running_requests(model_and_tokenizer: Any) -> None:
+class _PrefillFailsOnLongPrompts:
+    """The tiny model, except that prompts longer than ``limit`` raise as if out of memory."""
+
+    def __init__(self, model: Any, limit: int) -> None:
+        self._model = model
+        self._limit = limit
+        self.device = model.device
+
+    def __call__(self, **inputs: Any) -> Any:
+        if inputs["input_ids"].shape[1] > self._limit:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return self._model(**inputs)
+
+
+def test_failed_prefill_fails_only_the_new_requests(model_and_tokenizer: Any) -> None:
+    model, tokenizer = model_and_tokenizer
+    engine = BatchingEngine(
+        _PrefillFailsOnLongPrompts(model, limit=8), tokenizer, frozenset(), max_batch_size=4
+    )
+    engine.start()
+    healthy: list[tuple[str, GenerationEvent]] = []
+    params = SamplingParams(max_new_tokens=300, ignore_eos=True)
+    thread = threading.Thread(target=lambda: healthy.append(_generate(engine, [1, 2], params)))
+    thread.start()
+    while engine.running_count == 0:
+        time.sleep(0.01)
+    _, too_long = _generate(engine, list(range(1, 20)), params, wait=10)
+    thread.join()
+    engine.stop()
+    assert too_long == Failed("generation failed on the server: the prompt could not be processed")
+    assert healthy[0][1] == Finished("length", 2, 300)
+
+
+def test_queued_request_times_out_at_its_deadline_while_the_batch_is_full(
+    model_and_tokenizer: Any,
+) -> None:
     model, tokenizer = model_and_tokenizer
     engine = BatchingEngine(model, tokenizer, frozenset(), max_batch_size=1)
     engine.start()
-    params = SamplingParams(max_new_tokens=4000, ignore_eos=True)
-    results: list[tuple[str, GenerationEvent]] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(_generate(engine, [1, 2], params)))
-        for _ in range(2)
-    ]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.3)
+    running = GenerationRequest(
+        [1, 2],
+        SamplingParams(max_new_tokens=100_000, ignore_eos=True),
+        time.monotonic() + 60,
+        lambda event: None,
+    )
+    engine.submit(running)
+    started = time.monotonic()
+    _, last = _generate(engine, [3, 4], SamplingParams(max_new_tokens=4), timeout=0.5)
+    waited = time.monotonic() - started
+    running.cancel()
     engine.stop()
-    for thread in threads:
-        thread.join()
-    assert [last for _, last in results] == [Failed("the server is shutting down")] * 2
+    assert last == Failed("the request timed out while queued", timed_out=True)
+    assert waited < 2
+
+
+def test_end_token_emits_the_text_held_back_for_a_stop_string(model_and_tokenizer: Any) -> None:
+    model, tokenizer = model_and_tokenizer
+    prompt = tokenizer("a")["input_ids"]
+    first, second = model.generate(
+        torch.tensor([prompt]),
+        max_new_tokens=2,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=tokenizer.pad_token_id,
+    )[0, len(prompt) :].tolist()
+    first_text = tokenizer.decode([first], skip_special_tokens=True)
+    assert first_text and first != second
+    # The second greedy token ends the answer, while the first one's last character may begin
+    # the stop string, so it is held back when the end token comes.
+    engine = BatchingEngine(model, tokenizer, frozenset({second}), max_batch_size=1)
+    engine.start()
+    stop = first_text[-1] + "\u2603"
+    params = SamplingParams(max_new_tokens=10, temperature=0.0, stop=(stop,))
+    answer = _generate(engine, prompt, params)
+    engine.stop()
+    assert answer == (first_text, Finished("stop", len(prompt), 2))
+
+
+class _StopFlagSeenLateBySubmitters(threading.Event):
+    """The engine's stop flag, as a submitting thread preempted right after reading it sees it:
+    "not stopping", while the worker meanwhile drains its queue and exits."""
+
+    def is_set(self) -> bool:
+        return super().is_set() and threading.current_thread().name == "phi3-generation"
+
+
+def test_request_submitted_as_the_worker_exits_still_ends(model_and_tokenizer: Any) -> None:
+    model, tokenizer = model_and_tokenizer
+    engine = BatchingEngine(model, tokenizer, frozenset(), max_batch_size=1)
+    # Replaces the flag to force the race deterministically: submit runs only after the worker
+    # has drained its queue and exited, yet has not seen the server stopping.
+    engine._stopping = _StopFlagSeenLateBySubmitters()
+    engine.start()
+    engine.stop()
+    _, last = _generate(engine, [1], SamplingParams(max_new_tokens=1), wait=5)
+    assert last == Failed("the server is shutting down")
