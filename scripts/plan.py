@@ -30,6 +30,7 @@ from phi3_infra.offline import (  # noqa: E402
     CLIENT_OBJECT_ID,
     OfflineRun,
     PlannedResource,
+    input_at,
     run_offline,
     stack_file_config,
 )
@@ -146,13 +147,6 @@ def check_policies(run: OfflineRun) -> list[Violation]:
     )
 
 
-def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = values
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
-
-
 def _display(value: Any) -> Any:
     """ARM ids shortened to `storageAccounts/x`; whole numbers without the wire format's `.0`."""
     if isinstance(value, str) and value.startswith("/subscriptions/"):
@@ -194,7 +188,7 @@ def describe(resource: PlannedResource, run: OfflineRun) -> dict[str, Any]:
         entry["principalType"] = resource.inputs.get("principalType")
     else:
         entry["properties"] = {
-            path: _display(_lookup(resource.inputs, path))
+            path: _display(input_at(resource.inputs, path))
             for path in KEY_PROPERTIES.get(resource.type, ())
         }
         entry["tags"] = resource.inputs.get("tags")

@@ -178,6 +178,14 @@ class AzureMocks(Mocks):
         raise NotImplementedError(f"no offline answer for invoke {args.token}")
 
 
+def input_at(values: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted path of wire-format inputs ('sku.name'), or None where it is absent."""
+    value: Any = values
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
 @dataclass(frozen=True)
 class PlannedResource:
     """One resource `pulumi up` would register, with the inputs it would send."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from phi3_infra.offline import input_at
+
 PRICE_TABLE = Path(__file__).with_name("prices.json")
 HOURS_PER_DAY = 24
 
@@ -124,13 +126,6 @@ class CostEstimate:
         return "\n".join(lines)
 
 
-def _dig(values: Mapping[str, Any], *path: str) -> Any:
-    value: Any = values
-    for part in path:
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
-
-
 def _vm_line(
     estimate: CostEstimate, phase: str, item: str, vm_size: str, count: int, extra: str
 ) -> None:
@@ -150,7 +145,7 @@ def estimate_costs(
     for resource in resources:
         inputs = resource.inputs
         if resource.type == REGISTRY:
-            tier = str(_dig(inputs, "sku", "name"))
+            tier = str(input_at(inputs, "sku.name"))
             daily = estimate.table.registry_daily.get(tier)
             if daily is None:
                 estimate.unpriced.append(f"{resource.name}: registry tier {tier}")
@@ -160,7 +155,7 @@ def estimate_costs(
                     CostLine("idle", resource.name, daily / HOURS_PER_DAY, detail)
                 )
         elif resource.type == COMPUTE:
-            aml = _dig(inputs, "properties", "properties") or {}
+            aml = input_at(inputs, "properties.properties") or {}
             scale = aml.get("scaleSettings") or {}
             low_priority = aml.get("vmPriority") == "LowPriority"
             extra = " (dedicated price: an upper bound for low-priority)" if low_priority else ""
@@ -169,8 +164,8 @@ def estimate_costs(
                 _vm_line(estimate, "idle", resource.name, vm_size, min_nodes, " kept warm")
             _vm_line(estimate, "training", resource.name, vm_size, max_nodes - min_nodes, extra)
         elif resource.type == ONLINE_DEPLOYMENT:
-            vm_size = _dig(inputs, "properties", "instanceType")
-            instances = int(_dig(inputs, "sku", "capacity") or 1)
+            vm_size = input_at(inputs, "properties.instanceType")
+            instances = int(input_at(inputs, "sku.capacity") or 1)
             _vm_line(estimate, "serving", resource.name, str(vm_size), instances, "")
         elif resource.type in estimate.table.usage_based:
             estimate.usage_based.append(
