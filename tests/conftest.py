@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,23 @@ pytest_plugins = ["tests.fakes.fixtures"]
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pulumi_cli_merge() -> Iterator[None]:
+    """Every offline run of the program starts as `pulumi up` would start it: the stack's config
+    merged with Pulumi.yaml's and checked by the Pulumi CLI's rules first (a CliConfigError if the
+    CLI would refuse it), and the program handed the merged config (tests/fakes/pulumi_cli.py).
+    Session-scoped and autouse, so it is in place before any fixture plans a stack."""
+    import scripts.plan
+    from phi3_infra import offline
+    from tests.fakes.pulumi_cli import load_project, through_cli
+
+    replay = through_cli(offline.run_offline, load_project(REPO_ROOT / "Pulumi.yaml"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(offline, "run_offline", replay)
+        patch.setattr(scripts.plan, "run_offline", replay)
+        yield
 
 
 @pytest.fixture(scope="session")

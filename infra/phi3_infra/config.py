@@ -1,7 +1,11 @@
 """Typed stack configuration, validated in full before any resource is registered.
 
 Keys live in the `phi3-foundry` namespace (camelCase, as written in `Pulumi.<stack>.yaml`) plus
-`azure-native:location`. Every key is documented in `Pulumi.yaml`'s `config:` section.
+`azure-native:location`. Every key is documented in `Pulumi.yaml`'s `config:` section, and every
+optional one has a default there: the Pulumi CLI refuses a stack that lacks a key of the project's
+namespace declared with neither `default` nor `value`, whatever the program does with it
+(pulumi/pulumi pkg/workspace/config.go, mergeConfig; pulumi/pulumi#21797). So an optional text
+key defaults to "" and `trainerArgs` to {}, and the program reads both as unset.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from phi3_infra.regions import AZURE_PUBLIC_REGIONS, normalize_region, region_error
+from phi3_infra.trainer_flags import TRAINER, TrainerArg, TrainerArgsError, parse_trainer_args
 
 NAMESPACE = "phi3-foundry"
 LOCATION_KEY = "azure-native:location"
@@ -43,14 +48,39 @@ _IMAGE_REF_RULE = re.compile(
     r"^(?P<registry>[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?)/"
     r"[a-z0-9]+([._/-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
 )
-# Trainer flags the program sets itself (data, model location, outputs): not overridable.
-RESERVED_TRAINER_ARGS = frozenset(
-    {"train_file", "validation_file", "output_dir", "model_name_or_path", "config"}
-)
-_TRAINER_ARG_RULE = re.compile(r"^[a-z][a-z0-9_]*$")
 _MODEL_REFERENCE_RULE = re.compile(
     r"^azureml:(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<version>[A-Za-z0-9_.-]+)$"
 )
+# GPU-accelerated VM families: NC, ND, NG and NV (MicrosoftDocs/azure-compute-docs
+# articles/virtual-machines/sizes/overview.md, "GPU accelerated"; NP is FPGA, not GPU).
+_GPU_SIZE_RULE = re.compile(r"^Standard_N[CDGV]")
+# An unquoted date in a stack file reaches the program as Go's time.Time.String(): the CLI's YAML
+# decoder (gopkg.in/yaml.v3 resolve.go) reads it as a timestamp, and pulumi/pulumi
+# sdk/go/common/resource/config/object.go (unmarshalObject) stores its String().
+_GO_MIDNIGHT_UTC = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2}) 00:00:00 \+0000 UTC$")
+# Optional keys whose Pulumi.yaml default ("" or {}) means unset.
+_UNSET_WHEN_EMPTY = frozenset(
+    to_camel(field)
+    for field in (
+        "cost_center",
+        "training_data",
+        "validation_data",
+        "trainer_args",
+        "trainer_image",
+        "server_image",
+        "model_reference",
+    )
+)
+# Keys of earlier versions, with what to do instead: an old stack gets the fix, not "a typo?".
+RETIRED_KEYS: Mapping[str, str] = {
+    "maxNodes": (
+        "was renamed trainingNodes: training runs on serverless compute, which brings up "
+        "trainingNodes instances for each job (no cluster to scale); rename the key, same value"
+    ),
+    "idleSecondsBeforeScaleDown": (
+        "is retired: serverless compute has no idle nodes (nothing exists between jobs); remove it"
+    ),
+}
 # Azure ML cuts every online request off at 180 s; the server's own limit must stay below.
 AZURE_REQUEST_TIMEOUT_CAP_S = 180
 DEFAULT_SERVING_INSTANCE_TYPE = "Standard_E4s_v3"
@@ -84,9 +114,6 @@ class EndpointAuthMode(StrEnum):
     AAD_TOKEN = "aadToken"
 
 
-TrainerArg = str | int | float | bool
-
-
 class StackConfig(BaseModel):
     """One stack's settings. Attributes are snake_case; the YAML keys are their camelCase form."""
 
@@ -97,35 +124,58 @@ class StackConfig(BaseModel):
     # Bumped by the user to move every soft-delete-prone name to a fresh hash (see naming.py).
     name_generation: int = Field(default=0, ge=0)
     owner: str = Field(min_length=1, max_length=_AZURE_TAG_VALUE_MAX)
-    cost_center: str | None = Field(default=None, min_length=1, max_length=_AZURE_TAG_VALUE_MAX)
-    # No "must be in the future" rule: `pulumi destroy` runs the program too, and an expired
-    # environment must still be destroyable.
+    cost_center: str | None = Field(default=None, max_length=_AZURE_TAG_VALUE_MAX)
+    # No "must be in the future" rule: an expired environment must still be refreshable and
+    # destroyable, and `pulumi refresh` or `pulumi destroy --run-program` run the program
+    # (pulumi/pulumi pkg/cmd/pulumi/operations/destroy.go).
     expires_on: datetime.date
     gpu_skus: tuple[str, ...] = Field(default=DEFAULT_GPU_SKUS, min_length=1)
-    max_nodes: int = Field(default=1, ge=1)
+    # Instances per training job on serverless compute (the job's resources.instanceCount).
+    training_nodes: int = Field(default=1, ge=1)
     low_priority: bool = False
-    idle_seconds_before_scale_down: int = Field(default=300, ge=60)
     skip_preflight: bool = False
-    stages: tuple[Stage, ...] = (Stage.INFRA, Stage.TRAIN, Stage.SERVE)
+    # Infrastructure only unless asked: a minimal stack creates the environment, no GPU spend.
+    stages: tuple[Stage, ...] = (Stage.INFRA,)
     key_vault_purge_protection: bool = False
     # Paths are relative to the folder of Pulumi.yaml (see phi3_infra.paths).
-    training_data: str | None = Field(default=None, min_length=1)
-    validation_data: str | None = Field(default=None, min_length=1)
+    training_data: str | None = None
+    validation_data: str | None = None
     base_model: str = Field(default="microsoft/Phi-3-mini-4k-instruct", min_length=1)
     # Extra `python -m phi3_trainer` flags (name -> value); unset: the trainer's defaults.
     trainer_args: dict[str, TrainerArg] | None = None
     image_build: ImageBuild = ImageBuild.REMOTE
     trainer_image: str | None = None
     server_image: str | None = None
+    # The given server image has CUDA torch (the built one is CPU-only): GPU serving sizes allowed.
+    server_image_gpu: bool = False
     wait_for_training: bool = True
     training_timeout_minutes: int = Field(default=720, ge=1)
-    model_reference: str | None = Field(default=None, min_length=1)
+    model_reference: str | None = None
     endpoint_auth_mode: EndpointAuthMode = EndpointAuthMode.KEY
     serving_instance_type: str = DEFAULT_SERVING_INSTANCE_TYPE
     serving_instance_count: int = Field(default=1, ge=1)
     request_timeout_seconds: int = Field(default=90, ge=1, lt=AZURE_REQUEST_TIMEOUT_CAP_S)
     max_concurrent_requests: int = Field(default=4, ge=1)
     deployer_principal_type: PrincipalKind = PrincipalKind.USER
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_unset(cls, values: Any) -> Any:
+        """Pulumi.yaml's "" and {} defaults of optional keys (see the module's docstring)."""
+        if not isinstance(values, Mapping):
+            return values
+        return {
+            key: value
+            for key, value in values.items()
+            if key not in _UNSET_WHEN_EMPTY or value not in ("", {})
+        }
+
+    @field_validator("expires_on", mode="before")
+    @classmethod
+    def _date_from_go_time(cls, value: Any) -> Any:
+        if isinstance(value, str) and (match := _GO_MIDNIGHT_UTC.fullmatch(value)):
+            return match["date"]
+        return value
 
     @field_validator("location")
     @classmethod
@@ -199,27 +249,30 @@ class StackConfig(BaseModel):
         match = _MODEL_REFERENCE_RULE.fullmatch(self.model_reference or "")
         return (match["name"], match["version"]) if match else None
 
-    @field_validator("trainer_args")
+    # Before pydantic's typing, so that a null, a map or a mistyped value gets the trainer's
+    # rule (phi3_infra.trainer_flags) instead of one type error per member of TrainerArg.
+    @field_validator("trainer_args", mode="before")
     @classmethod
-    def _valid_trainer_args(
-        cls, value: dict[str, TrainerArg] | None
-    ) -> dict[str, TrainerArg] | None:
-        if value is None:
-            return value
-        bad = sorted(name for name in value if not _TRAINER_ARG_RULE.fullmatch(name))
-        reserved = sorted(RESERVED_TRAINER_ARGS & set(value))
-        problems = []
-        if bad:
-            problems.append(f"{bad} are not trainer flag names (snake_case, e.g. num_train_epochs)")
-        if reserved:
-            problems.append(f"{reserved} are set by the program from the other keys")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return value
+    def _valid_trainer_args(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value  # None, or not a map: pydantic's own message
+        try:
+            return parse_trainer_args(value)
+        except TrainerArgsError as error:
+            key = config_key("trainer_args")
+            lines = [f"{key}[{name}]: {why}" for name, why in error.problems.items()]
+            raise ValueError(
+                f"flags {TRAINER} would refuse in the job:\n  " + "\n  ".join(lines)
+            ) from None
 
     @model_validator(mode="after")
     def _stages_have_what_they_need(self) -> StackConfig:
-        problems = [*self._training_problems(), *self._serving_problems(), *self._image_problems()]
+        problems = [
+            *self._training_problems(),
+            *self._serving_problems(),
+            *self._image_problems(),
+            *self._serving_hardware_problems(),
+        ]
         if problems:
             raise ValueError("\n  ".join(problems))
         return self
@@ -283,12 +336,33 @@ class StackConfig(BaseModel):
                 )
         return problems
 
+    def _serving_hardware_problems(self) -> list[str]:
+        gpu_image = config_key("server_image_gpu")
+        if self.server_image_gpu and (
+            self.image_build is not ImageBuild.PREBUILT or self.server_image is None
+        ):
+            return [
+                f"{gpu_image}: only valid with imageBuild 'prebuilt' and a serverImage (it says "
+                "that image has CUDA torch; the image this project builds is CPU-only)"
+            ]
+        gpu_size = _GPU_SIZE_RULE.match(self.serving_instance_type) is not None
+        if Stage.SERVE in self.stages and gpu_size and not self.server_image_gpu:
+            return [
+                f"{config_key('serving_instance_type')}: {self.serving_instance_type} is a GPU "
+                "size, but the server image has CPU-only torch (serving_image/Dockerfile), so "
+                "the GPU would be paid for and never used; serve on a CPU size such as "
+                f"{DEFAULT_SERVING_INSTANCE_TYPE}, or bring a CUDA server image: imageBuild "
+                "prebuilt, serverImage <ref> and serverImageGpu true"
+            ]
+        return []
+
     def uses(self, stage: Stage) -> bool:
         return stage in self.stages
 
 
 def config_key(field: str) -> str:
-    """The YAML key for a StackConfig field or alias ('max_nodes' -> 'phi3-foundry:maxNodes')."""
+    """The YAML key for a StackConfig field or alias ('training_nodes' ->
+    'phi3-foundry:trainingNodes')."""
     if field == "location":
         return LOCATION_KEY
     return f"{NAMESPACE}:{to_camel(field)}"
@@ -313,10 +387,15 @@ def _error_line(error: Mapping[str, Any]) -> str:
 
 def parse_stack_config(values: Mapping[str, Any]) -> StackConfig:
     """Validate camelCase values (plus `location`); raise one ConfigError listing every problem."""
+    retired = [f"{NAMESPACE}:{key} {RETIRED_KEYS[key]}" for key in values if key in RETIRED_KEYS]
+    current = {key: value for key, value in values.items() if key not in RETIRED_KEYS}
     try:
-        return StackConfig.model_validate(values)
+        config = StackConfig.model_validate(current)
     except ValidationError as error:
-        raise _config_error([_error_line(item) for item in error.errors()]) from None
+        raise _config_error(retired + [_error_line(item) for item in error.errors()]) from None
+    if retired:
+        raise _config_error(retired)
+    return config
 
 
 def _config_error(lines: list[str]) -> ConfigError:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from phi3_infra.offline import OfflineRun, stack_file_config
+from phi3_infra.offline import OfflineRun
 from scripts.plan import plan_stack
+from tests.fakes.azure_rules import FakeAzure
+from tests.fakes.pulumi_cli import load_project, load_stack, program_config
 
 EXAMPLE_STACKS = ("eastus2", "swedencentral")
 # Keys only the train and serve stages read.
@@ -24,16 +26,26 @@ def infra_only(config: dict[str, str]) -> dict[str, str]:
     return kept | {"phi3-foundry:stages": '["infra"]'}
 
 
+def plan_in_azure(config: dict[str, str], stack: str) -> OfflineRun:
+    """The stack's plan, sent to a fresh fake Azure that applies Azure's rules."""
+    return FakeAzure().apply(plan_stack(config, stack))
+
+
 @pytest.fixture(scope="session")
 def example_config(repo_root: Path) -> Callable[[str], dict[str, str]]:
-    """Flat config of an example stack's infrastructure stage, as the engine would pass it."""
-    return lambda stack: infra_only(stack_file_config(repo_root / f"Pulumi.{stack}.yaml"))
+    """Flat config of an example stack's infrastructure stage, as the CLI reads the stack file."""
+    project = load_project(repo_root / "Pulumi.yaml")
+
+    def config(stack: str) -> dict[str, str]:
+        return infra_only(program_config(load_stack(repo_root / f"Pulumi.{stack}.yaml", project)))
+
+    return config
 
 
 @pytest.fixture(scope="session")
 def example_runs(example_config: Callable[[str], dict[str, str]]) -> dict[str, OfflineRun]:
     """Both example stacks, planned once per session."""
-    return {stack: plan_stack(example_config(stack), stack) for stack in EXAMPLE_STACKS}
+    return {stack: plan_in_azure(example_config(stack), stack) for stack in EXAMPLE_STACKS}
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from phi3_infra.offline import OfflineRun
 from scripts.plan import plan_stack
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import FakeArm
+from tests.fakes.azure_rules import FakeAzure
 
 STACK = "eastus2"
 DEMO_DATA = Path(__file__).resolve().parents[2] / "scripts" / "data" / "capitals_chat.jsonl"
@@ -21,6 +22,8 @@ BASE_CONFIG = {
     "azure-native:location": "eastus2",
     "phi3-foundry:owner": "team@contoso.com",
     "phi3-foundry:expiresOn": "2027-01-31",
+    # The default is infra only: the pipeline tests ask for every stage, as Pulumi.eastus2.yaml.
+    "phi3-foundry:stages": '["infra", "train", "serve"]',
 }
 
 
@@ -40,7 +43,8 @@ Plan = Callable[..., OfflineRun]
 
 
 def planner(root: Path, monkeypatch: pytest.MonkeyPatch) -> Plan:
-    """Plan the whole pipeline offline with build contexts and data under `root`; keyword
+    """Plan the whole pipeline offline with build contexts and data under `root`, and send it to
+    a fake Azure (a fresh one unless `azure` is given: its state from earlier runs); other keyword
     arguments override config keys (camelCase; None removes one)."""
     contexts = {
         "trainer": write_context(root / "training_image", "phi3_trainer"),
@@ -52,14 +56,14 @@ def planner(root: Path, monkeypatch: pytest.MonkeyPatch) -> Plan:
     # Twenty valid chat records from the demo data set.
     train_file.write_text("".join(DEMO_DATA.read_text().splitlines(keepends=True)[:20]))
 
-    def run(**overrides: Any) -> OfflineRun:
+    def run(*, azure: FakeAzure | None = None, **overrides: Any) -> OfflineRun:
         config = BASE_CONFIG | {"phi3-foundry:trainingData": str(train_file)}
         for key, value in overrides.items():
             if value is None:
                 config.pop(f"phi3-foundry:{key}", None)
             else:
                 config[f"phi3-foundry:{key}"] = value
-        return plan_stack(config, STACK)
+        return (azure or FakeAzure()).apply(plan_stack(config, STACK))
 
     return run
 

@@ -25,7 +25,7 @@ def _parts(run: OfflineRun) -> set[str]:
     return {part for part, token in PIPELINE_PARTS.items() if run.of_type(token)}
 
 
-def test_default_stages_run_the_whole_pipeline(plan: Plan) -> None:
+def test_all_stages_run_the_whole_pipeline(plan: Plan) -> None:
     run = plan()
     assert _parts(run) == set(PIPELINE_PARTS)
     assert run.outputs["stages"] == ["infra", "train", "serve"]
@@ -38,7 +38,8 @@ def test_default_stages_run_the_whole_pipeline(plan: Plan) -> None:
 def test_infra_only_has_no_pipeline_resource(plan: Plan) -> None:
     run = plan(stages='["infra"]', trainingData=None)
     assert _parts(run) == set()
-    assert run.of_type("azure-native:machinelearningservices:Compute")  # the cluster stays
+    # Training is serverless: no compute exists outside a job, so nothing idles at a cost.
+    assert not run.of_type("azure-native:machinelearningservices:Compute")
     assert not SERVING_OUTPUTS & set(run.outputs)
 
 
@@ -92,8 +93,8 @@ def test_fire_and_forget_submits_the_job_without_waiting_or_registering(plan: Pl
             {"stages": '["infra", "serve"]', "trainingData": None, "modelReference": "my-model"},
             "phi3-foundry:modelReference: invalid model reference 'my-model'",
         ),
-        ({"trainerArgs": '{"output_dir": "/tmp"}'}, "['output_dir'] are set by the program"),
-        ({"trainerArgs": '{"Num-Epochs": 3}'}, "are not trainer flag names"),
+        ({"trainerArgs": '{"output_dir": "/tmp"}'}, "trainerArgs[output_dir]: set by the program"),
+        ({"trainerArgs": '{"Num-Epochs": 3}'}, "trainerArgs[Num-Epochs]: not a flag"),
         ({"trainerArgs": '{"merge_output": false}'}, "merge_output false leaves no merged model"),
         ({"requestTimeoutSeconds": "180"}, "phi3-foundry:requestTimeoutSeconds: Input should be"),
         ({"endpointAuthMode": "password"}, "phi3-foundry:endpointAuthMode: Input should be"),
