@@ -32,7 +32,8 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy --explicit-package-bases infra/phi3_infra scripts/plan.py scripts/preflight.py \
-		scripts/smoke_test.py scripts/teardown_audit.py scripts/demo.py scripts/make_tiny_phi3.py
+		scripts/smoke_test.py scripts/teardown_audit.py scripts/demo.py scripts/make_tiny_phi3.py \
+		scripts/trainer_flags.py
 	$(VENV)/bin/hadolint training_image/Dockerfile serving_image/Dockerfile
 
 format: setup
