@@ -37,7 +37,7 @@ def main() -> None:
         SUBSCRIPTION_ID,
         REGIONS,
         SKUS,
-        max_nodes=1,
+        training_nodes=1,
         key_vault_names=("kv-phi3-bench",),
         workspace_names=("hub-phi3-bench",),
     )

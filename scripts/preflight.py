@@ -1,11 +1,14 @@
 """Check, before `pulumi up`, whether Azure can run the Phi-3 GPU environment in given regions.
 
     python scripts/preflight.py --region eastus2 [--region swedencentral ...]
-        [--sku Standard_NC24ads_A100_v4 ...] [--nodes 1] [--low-priority] [--json]
+        [--sku Standard_NC24ads_A100_v4 ...] [--nodes 1] [--low-priority]
+        [--serving-size Standard_E4s_v3 [--serving-instances 1]] [--json]
 
-Signs in like `pulumi up` does (azure-identity's DefaultAzureCredential: environment variables,
-managed identity, or `az login`). Prints the candidates ranked per region and, for what does not
-fit, the quota to request or the provider to register.
+Signs in like `pulumi up` does (phi3_infra/credentials.py: azure-native's ARM_* settings, else
+azure-identity's DefaultAzureCredential: AZURE_* variables, managed identity, or `az login`).
+Prints the training candidates ranked per region, the serving size's quota (with the 20% reserve
+online deployments take) and, for what does not fit, the quota to request or the provider to
+register.
 
 Exit codes: 0 every region has a fitting size and nothing blocks; 1 something does not fit or a
 name/provider blocks (the output says what to do); 2 bad arguments; 3 could not check: sign-in or
@@ -28,7 +31,7 @@ from phi3_infra.arm import (
     client_from_environment,
 )
 from phi3_infra.config import DEFAULT_GPU_SKUS
-from phi3_infra.preflight import PreflightRequest, run_preflight
+from phi3_infra.preflight import PreflightRequest, ServingRequest, run_preflight
 
 # 2 is argparse's own exit code for bad arguments.
 EXIT_FITS, EXIT_DOES_NOT_FIT, EXIT_AUTH, EXIT_UNREACHABLE = 0, 1, 3, 4
@@ -46,8 +49,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         help=f"candidate VM size, most preferred first; repeatable (default: {DEFAULT_GPU_SKUS})",
     )
-    parser.add_argument("--nodes", type=int, default=1, help="cluster max nodes (default 1)")
+    parser.add_argument(
+        "--nodes", type=int, default=1, help="instances per training job (default 1)"
+    )
     parser.add_argument("--low-priority", action="store_true", help="check low-priority quota")
+    parser.add_argument(
+        "--serving-size",
+        help="also check this managed online deployment size, e.g. Standard_E4s_v3",
+    )
+    parser.add_argument(
+        "--serving-instances", type=int, default=1, help="its instance count (default 1)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     add_arm_arguments(parser)
     parser.add_argument(
@@ -61,14 +73,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if not args.subscription:
-        parser.error("no subscription: pass --subscription or set AZURE_SUBSCRIPTION_ID")
+        parser.error(
+            "no subscription: pass --subscription or set AZURE_SUBSCRIPTION_ID "
+            "(or ARM_SUBSCRIPTION_ID)"
+        )
+    serving = (
+        ServingRequest(args.serving_size, args.serving_instances) if args.serving_size else None
+    )
     try:
         args.request = PreflightRequest(
             subscription_id=args.subscription,
             regions=tuple(args.region),
             skus=tuple(args.sku or DEFAULT_GPU_SKUS),
-            max_nodes=args.nodes,
+            training_nodes=args.nodes,
             low_priority=args.low_priority,
+            serving=serving,
             key_vault_names=tuple(args.key_vault_name),
             workspace_names=tuple(args.workspace_name),
         )

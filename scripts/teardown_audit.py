@@ -5,7 +5,7 @@
 Computes the stack's Azure names from `Pulumi.<stack>.yaml` (the same code as the program), then
 asks ARM for (1) resource groups and resources tagged `stack=<stack>` and `project=phi3-foundry`,
 (2) soft-deleted Key Vaults and workspaces holding the stack's names. Signs in like `pulumi up`
-(DefaultAzureCredential).
+(phi3_infra/credentials.py: ARM_* as azure-native, else DefaultAzureCredential).
 
 Exit codes: 0 nothing remains; 1 something remains (listed, with how to remove it); 2 bad
 arguments or stack file; 3 could not check (sign-in, permissions, network).
@@ -107,7 +107,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the leftovers as JSON")
     args = parser.parse_args(argv)
     if not args.subscription:
-        parser.error("no subscription: pass --subscription or set AZURE_SUBSCRIPTION_ID")
+        parser.error(
+            "no subscription: pass --subscription or set AZURE_SUBSCRIPTION_ID "
+            "(or ARM_SUBSCRIPTION_ID)"
+        )
     return args
 
 
@@ -119,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, ConfigError) as error:
         print(f"error: {stack_file}: {error}", file=sys.stderr)
         return EXIT_USAGE
-    names = stack_names(config, PROJECT, args.stack)
+    try:
+        names = stack_names(config, PROJECT, args.stack, args.subscription)
+    except ValueError as error:  # the names hash the subscription: it must be its GUID
+        print(f"error: --subscription: {error}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         with client_from_environment(args.arm_endpoint) as client:
             leftovers = audit(client, args.subscription, args.stack, names)

@@ -1,28 +1,42 @@
-"""Quota and name preflight: everything Azure can tell us before the first resource is created.
+"""Preflight: everything Azure can tell us before the first resource is created.
 
-Per region and candidate VM size: is the size offered for AmlCompute there, and do vCPUs x max
-nodes fit both the family's remaining Azure ML quota and the regional total (dedicated or
-low-priority)? Per subscription: are the resource providers the stack needs registered, and does
-a soft-deleted Key Vault or workspace hold a name the stack would use? All ARM reads run
-concurrently. The result ranks the candidates, chooses the first that fits per region, and says
-exactly what to do when nothing does.
+Per region: for training, is each candidate VM size offered to Azure ML compute there, and do
+vCPUs x nodes fit the family's Azure ML quota and the regional total (dedicated or low-priority)?
+For serving, is the instance type one managed online endpoints accept, and do its instances, with
+the 20% upgrade reserve, fit the same quota? Per subscription: are the resource providers the
+stack needs registered, are its globally unique names (storage account, registry, Key Vault) free
+or already this stack's own, and does a soft-deleted Key Vault or workspace hold a name it would
+use? All ARM reads run concurrently. The result ranks the training candidates, chooses one per
+region, and says exactly what to do when something does not fit.
+
+Training runs as a serverless job. Serverless jobs "consume the same quota as Azure Machine
+Learning compute quota"; a job whose size has quota that other jobs are using "must wait in a
+queue until quota is available" (MicrosoftDocs/azure-ai-docs, articles/machine-learning/
+how-to-use-serverless-compute.md, intro and "Quota"). So the quota *limit* decides whether a size
+can train at all; what is in use only delays it. A managed online deployment has no queue: "Each
+deployment subtracts from available quota" (how-to-troubleshoot-online-endpoints.md, "CPU
+quota"), so serving needs free quota.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from phi3_infra.arm import ArmClient, ArmError, ArmNotFoundError
+from phi3_infra.config import config_key
+from phi3_infra.online_sizes import instances_reserved, offered_to_managed_online
 
 ML_API_VERSION = "2024-10-01"
 PROVIDERS_API_VERSION = "2021-04-01"
 KEY_VAULT_API_VERSION = "2023-07-01"
+STORAGE_API_VERSION = "2024-01-01"
+REGISTRY_API_VERSION = "2023-07-01"
 
 # Network is not used directly, but Azure requires it registered for this workflow.
 REQUIRED_PROVIDERS = (
@@ -47,8 +61,40 @@ QUOTA_PORTAL_PATH = (
 _T = TypeVar("_T")
 
 
+@dataclass(frozen=True)
+class GlobalNameKind:
+    """A resource type whose name is a global DNS name, and where ARM checks it."""
+
+    label: str
+    namespace: str
+    collection: str
+    api_version: str
+
+    @property
+    def resource_type(self) -> str:
+        return f"{self.namespace}/{self.collection}"
+
+
+# All three take POST /subscriptions/{s}/providers/{namespace}/checkNameAvailability with
+# {"name", "type"} and answer {"nameAvailable", "reason", "message"} (azure-rest-api-specs:
+# storage stable/2024-01-01 storage.json StorageAccounts_CheckNameAvailability; containerregistry
+# stable/2023-07-01 Registries_CheckNameAvailability; keyvault stable/2023-07-01 keyvault.json
+# Vaults_CheckNameAvailability). Keys are StackNames.globally_unique()'s.
+GLOBAL_NAME_KINDS: Mapping[str, GlobalNameKind] = {
+    "storage_account": GlobalNameKind(
+        "storage account", "Microsoft.Storage", "storageAccounts", STORAGE_API_VERSION
+    ),
+    "container_registry": GlobalNameKind(
+        "container registry", "Microsoft.ContainerRegistry", "registries", REGISTRY_API_VERSION
+    ),
+    "key_vault": GlobalNameKind("Key Vault", "Microsoft.KeyVault", "vaults", KEY_VAULT_API_VERSION),
+}
+
+
 class Verdict(StrEnum):
     FITS = "fits"
+    QUEUES = "queues"  # the quota limit covers it, but other work holds part of it now
+    TRAINED = "trained"  # the stack's existing training job ran on it: nothing new runs
     NO_QUOTA = "no_quota"
     UNAVAILABLE = "unavailable"
 
@@ -70,19 +116,36 @@ class PreflightUnavailable(PreflightError):
 
 
 @dataclass(frozen=True)
+class ServingRequest:
+    """The managed online deployment the stack will create or update."""
+
+    instance_type: str
+    instance_count: int
+    # ARM id of the stack's own deployment: when it exists (a re-run), its instances already
+    # hold their quota, so they must not count against the same deployment.
+    deployment_id: str = ""
+
+
+@dataclass(frozen=True)
 class PreflightRequest:
     """What the stack will ask Azure for; validated on construction."""
 
     subscription_id: str
     regions: tuple[str, ...]
-    skus: tuple[str, ...]  # candidates, most preferred first
-    max_nodes: int
+    # Training candidates, most preferred first; empty: the stack trains nothing.
+    skus: tuple[str, ...] = ()
+    training_nodes: int = 1
     low_priority: bool = False
+    # The size this stack's existing training job already ran on (set by the program when the
+    # job exists): it is reported as the choice and needs no quota, since nothing new runs.
+    fixed_sku: str | None = None
+    serving: ServingRequest | None = None
     key_vault_names: tuple[str, ...] = ()
     workspace_names: tuple[str, ...] = ()
-    # The stack's own cluster (in one of workspace_names): re-running `pulumi up` while a job runs
-    # on it must not count its nodes against itself.
-    compute_name: str = ""
+    # Global DNS names the stack creates, by GLOBAL_NAME_KINDS key; free, or this stack's own.
+    unique_names: dict[str, str] = field(default_factory=dict)
+    # Where the stack's own resources live: a taken name that is ours there is not a conflict.
+    resource_group: str = ""
 
     def __post_init__(self) -> None:
         problems = []
@@ -95,25 +158,34 @@ class PreflightRequest:
             for region in self.regions
             if not _REGION.match(region)
         ]
-        if not self.skus:
-            problems.append(
-                "skus is empty: name at least one VM size, e.g. Standard_NC24ads_A100_v4"
-            )
+        sizes = [*self.skus, *filter(None, [self.fixed_sku])]
+        if self.serving is not None:
+            sizes.append(self.serving.instance_type)
+            if self.serving.instance_count < 1:
+                problems.append(
+                    f"serving instance_count is {self.serving.instance_count}; it must be at "
+                    "least 1"
+                )
         problems += [
             f"sku {sku!r} is not an Azure VM size name (Standard_...)"
-            for sku in self.skus
+            for sku in sizes
             if not _SKU.match(sku)
         ]
-        if self.max_nodes < 1:
-            problems.append(f"max_nodes is {self.max_nodes}; it must be at least 1")
-        names = (*self.key_vault_names, *self.workspace_names)
+        if self.training_nodes < 1:
+            problems.append(f"training_nodes is {self.training_nodes}; it must be at least 1")
+        names = (*self.key_vault_names, *self.workspace_names, *self.unique_names.values())
+        problems += ["a name to check is empty" for name in names if not name]
         problems += [
-            "key_vault_names/workspace_names contain an empty name" for n in names if not n
+            f"unique_names kind {kind!r} is not one of {sorted(GLOBAL_NAME_KINDS)}"
+            for kind in self.unique_names
+            if kind not in GLOBAL_NAME_KINDS
         ]
-        if self.compute_name and not self.workspace_names:
-            problems.append("compute_name is set but workspace_names is empty: name its workspace")
         if problems:
             raise ValueError("invalid preflight request: " + "; ".join(problems))
+
+    @property
+    def trains(self) -> bool:
+        return bool(self.skus or self.fixed_sku)
 
 
 @dataclass(frozen=True)
@@ -129,12 +201,16 @@ class QuotaLine:
     def covers(self, needed: int) -> bool:
         return self.free is None or needed <= self.free
 
+    def could_cover(self, needed: int) -> bool:
+        """Whether the limit itself is high enough, whatever is in use now."""
+        return self.limit < 0 or needed <= self.limit
+
 
 @dataclass(frozen=True)
 class SkuCheck:
     region: str
     sku: str
-    rank: int  # position in the candidate list, 1 = most preferred
+    rank: int  # position in the candidate list, 1 = most preferred (0: the fixed size)
     verdict: Verdict
     family: str = ""
     vcpus_per_node: int = 0
@@ -146,18 +222,45 @@ class SkuCheck:
 
 
 @dataclass(frozen=True)
+class ServingCheck:
+    region: str
+    instance_type: str
+    instance_count: int
+    verdict: Verdict
+    family: str = ""
+    vcpus_per_instance: int = 0
+    instances_reserved: int = 0  # ceil(1.2 x count), or count for sizes exempt from the reserve
+    vcpus_needed: int = 0
+    vcpus_held_by_own_deployment: int = 0  # not counted as used: the same deployment holds them
+    family_quota: QuotaLine | None = None
+    regional_quota: QuotaLine | None = None
+    advice: str = ""
+
+
+@dataclass(frozen=True)
 class RegionResult:
     region: str
-    checks: tuple[SkuCheck, ...]
+    checks: tuple[SkuCheck, ...]  # training candidates; empty when the stack trains nothing
+    serving: ServingCheck | None = None
 
     @property
     def chosen(self) -> SkuCheck | None:
-        return next((c for c in self.checks if c.verdict is Verdict.FITS), None)
+        """The training size: the first that can start now, else the first that queues."""
+        ready = [c for c in self.checks if c.verdict in (Verdict.FITS, Verdict.TRAINED)]
+        queued = [c for c in self.checks if c.verdict is Verdict.QUEUES]
+        return next(iter(ready + queued), None)
+
+    @property
+    def fits(self) -> bool:
+        trains = not self.checks or self.chosen is not None
+        serves = self.serving is None or self.serving.verdict is Verdict.FITS
+        return trains and serves
 
 
 @dataclass(frozen=True)
 class Blocker:
-    kind: str  # provider_not_registered | soft_deleted_key_vault | soft_deleted_workspace
+    # provider_not_registered | name_taken | soft_deleted_key_vault | soft_deleted_workspace
+    kind: str
     name: str
     advice: str
 
@@ -179,11 +282,11 @@ class PreflightReport:
 
     @property
     def fits(self) -> bool:
-        return not self.blockers and all(r.chosen for r in self.regions)
+        return not self.blockers and all(r.fits for r in self.regions)
 
     @property
     def usable_regions(self) -> tuple[str, ...]:
-        return () if self.blockers else tuple(r.region for r in self.regions if r.chosen)
+        return () if self.blockers else tuple(r.region for r in self.regions if r.fits)
 
     @property
     def concurrency_ratio(self) -> float:
@@ -199,41 +302,66 @@ class PreflightReport:
         return body
 
     def table(self) -> str:
-        """Ranked candidates per region, as a fixed-width table."""
-        header = ("region", "rank", "sku", "family", "vCPUs needed", "family free", "regional free",
-                  "verdict")  # fmt: skip
-        rows = [header]
-        for region in self.regions:
-            for c in region.checks:
-                mark = " <- chosen" if c is region.chosen else ""
-                rows.append((
-                    region.region, str(c.rank), c.sku, c.family or "-", str(c.vcpus_needed or "-"),
-                    _free(c.family_quota), _free(c.regional_quota), c.verdict.value + mark,
-                ))  # fmt: skip
-        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        lines = [
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in rows
-        ]
+        """Ranked training candidates and the serving size per region, as fixed-width tables."""
+        training = [
+            (
+                region.region, str(c.rank), c.sku, c.family or "-", str(c.vcpus_needed or "-"),
+                _free(c.family_quota), _free(c.regional_quota),
+                c.verdict.value + (" <- chosen" if c is region.chosen else ""),
+            )
+            for region in self.regions
+            for c in region.checks
+        ]  # fmt: skip
+        serving = [
+            (
+                region.region, s.instance_type, f"{s.instance_count} ({s.instances_reserved})",
+                s.family or "-", str(s.vcpus_needed or "-"), _free(s.family_quota),
+                _free(s.regional_quota), s.verdict.value,
+            )
+            for region in self.regions
+            if (s := region.serving) is not None
+        ]  # fmt: skip
+        blocks = []
+        if training:
+            header = ("region", "rank", "sku", "family", "vCPUs needed", "family free",
+                      "regional free", "verdict")  # fmt: skip
+            blocks.append(_fixed_width([header, *training]))
+        if serving:
+            header = ("region", "serving size", "instances (reserved)", "family",
+                      "vCPUs needed", "family free", "regional free", "verdict")  # fmt: skip
+            blocks.append(_fixed_width([header, *serving]))
         verdict = (
             f"usable regions: {', '.join(self.usable_regions)}"
             if self.usable_regions
             else "no region can run the stack"
         )
-        return "\n".join([*lines, "", verdict])
+        return "\n\n".join([*blocks, verdict])
 
     def failure_message(self) -> str:
         """Every reason the stack cannot be created, each with what to do about it."""
-        nodes = f"{self.request.max_nodes} node(s), {_priority(self.request.low_priority)}"
-        parts = [f"Preflight failed for subscription {self.request.subscription_id} ({nodes}):"]
+        parts = [f"Preflight failed for subscription {self.request.subscription_id}:"]
         parts += [f"- {b.advice}" for b in self.blockers]
+        request = self.request
         for region in self.regions:
-            if region.chosen is None:
-                parts.append(f"- {region.region}: none of {', '.join(self.request.skus)} fits:")
+            if region.checks and region.chosen is None:
+                nodes = f"{request.training_nodes} node(s), {_priority(request.low_priority)}"
+                parts.append(
+                    f"- {region.region}: none of {', '.join(request.skus)} can train ({nodes}):"
+                )
                 parts += [
                     f"    {advice}" for advice in dict.fromkeys(c.advice for c in region.checks)
                 ]
+            if region.serving is not None and region.serving.verdict is not Verdict.FITS:
+                parts.append(f"- {region.region}: serving: {region.serving.advice}")
         return "\n".join(parts)
+
+
+def _fixed_width(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def _free(line: QuotaLine | None) -> str:
@@ -257,7 +385,7 @@ def normalize_family(name: str) -> str:
 
 
 def _usage_rows(usages: Iterable[dict[str, Any]], kind: str) -> list[QuotaLine]:
-    # Subscription-level rows only: ARM also lists per-workspace and per-cluster rows, same names.
+    # Subscription-level rows only: ARM also lists per-workspace rows with the same names.
     return [
         QuotaLine(row["name"]["value"], int(row["currentValue"]), int(row["limit"]))
         for row in usages
@@ -265,14 +393,39 @@ def _usage_rows(usages: Iterable[dict[str, Any]], kind: str) -> list[QuotaLine]:
     ]
 
 
+def usage_label(family: str) -> str:
+    """vmSizes family to the usages spelling: standardNCSv3Family -> Standard NCSv3 Family."""
+    return f"Standard {re.sub(r'(?i)^standard|family$', '', family)} Family"
+
+
+def _quota_lines(
+    usages: Sequence[dict[str, Any]], family: str, low_priority: bool
+) -> tuple[QuotaLine | None, QuotaLine | None]:
+    """The family's line and the regional total's line for one priority."""
+    key, word = normalize_family(family), "LowPriority" if low_priority else "Dedicated"
+    rows = [r for r in _usage_rows(usages, "vmFamily") if normalize_family(r.label) == key]
+    family_line = next((r for r in rows if f"Cluster {word} vCPUs" in r.label), None)
+    if family_line is None and not low_priority:
+        # No row means the subscription has no quota for the family in this region.
+        family_line = QuotaLine(f"{usage_label(family)} Cluster Dedicated vCPUs", 0, 0)
+    total_kind = "lowPriorityCores" if low_priority else "dedicatedCores"
+    return family_line, next(iter(_usage_rows(usages, total_kind)), None)
+
+
 def _quota_advice(
-    request: PreflightRequest, region: str, line: QuotaLine, needed: int, family: str
+    subscription_id: str,
+    region: str,
+    line: QuotaLine,
+    needed: int,
+    family: str,
+    low_priority: bool,
 ) -> str:
-    scope = f"/subscriptions/{request.subscription_id}/providers/{_ML}/locations/{region}"
+    scope = f"/subscriptions/{subscription_id}/providers/{_ML}/locations/{region}"
     target = line.used + needed
     portal = QUOTA_PORTAL_PATH.format(region=region, label=line.label)
     if family:
-        resource = f"--resource-name {family} --resource-type {_quota_type(request.low_priority)}"
+        quota_type = "lowPriority" if low_priority else "dedicated"
+        resource = f"--resource-name {family} --resource-type {quota_type}"
     else:
         resource = f"--resource-name <the '{line.label}' name from: az quota list --scope {scope}>"
     return (
@@ -283,8 +436,8 @@ def _quota_advice(
     )
 
 
-def _quota_type(low_priority: bool) -> str:
-    return "lowPriority" if low_priority else "dedicated"
+def _find_size(vm_sizes: Sequence[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    return next((s for s in vm_sizes if str(s.get("name", "")).lower() == name.lower()), None)
 
 
 def check_sku(
@@ -295,81 +448,159 @@ def check_sku(
     vm_sizes: Sequence[dict[str, Any]],
     usages: Sequence[dict[str, Any]],
 ) -> SkuCheck:
-    """One candidate in one region, from that region's vmSizes and usages answers."""
-    size = next((s for s in vm_sizes if str(s.get("name", "")).lower() == sku.lower()), None)
+    """One training candidate in one region, from that region's vmSizes and usages answers."""
+    size = _find_size(vm_sizes, sku)
     priority = _priority(request.low_priority)
     if size is None or "AmlCompute" not in size.get("supportedComputeTypes", []):
         advice = (
-            f"{sku} is not offered for Azure ML compute clusters in {region}; pick another size "
-            f"or region (list them: az ml compute list-sizes --location {region} --type AmlCompute)"
+            f"{sku} is not offered for Azure ML compute in {region}; pick another size or region "
+            f"(list them: az ml compute list-sizes --location {region} --type AmlCompute)"
         )
         return SkuCheck(region, sku, rank, Verdict.UNAVAILABLE, advice=advice)
     family, vcpus, gpus = str(size["family"]), int(size["vCPUs"]), int(size.get("gpus", 0))
-    needed = vcpus * request.max_nodes
+    needed = vcpus * request.training_nodes
     sized = SkuCheck(region, sku, rank, Verdict.UNAVAILABLE, family, vcpus, gpus, needed)
     if request.low_priority and not size.get("lowPriorityCapable", False):
         advice = f"{sku} cannot run low-priority in {region}; use dedicated nodes or another size"
         return replace(sized, advice=advice)
-
-    key = normalize_family(family)
-    rows = [r for r in _usage_rows(usages, "vmFamily") if normalize_family(r.label) == key]
-    word = "LowPriority" if request.low_priority else "Dedicated"
-    family_line = next((r for r in rows if f"Cluster {word} vCPUs" in r.label), None)
-    if family_line is None and not request.low_priority:
-        # No row means the subscription has no quota for the family in this region.
-        family_line = QuotaLine(f"{usage_label(family)} Cluster Dedicated vCPUs", 0, 0)
-    total_kind = "lowPriorityCores" if request.low_priority else "dedicatedCores"
-    regional_line = next(iter(_usage_rows(usages, total_kind)), None)
-    own = _own_cluster_vcpus(request, usages, key, word)
-    if own:
-        family_line = family_line and replace(family_line, used=max(family_line.used - own, 0))
-        regional_line = regional_line and replace(
-            regional_line, used=max(regional_line.used - own, 0)
+    family_line, regional_line = _quota_lines(usages, family, request.low_priority)
+    sized = replace(sized, family_quota=family_line, regional_quota=regional_line)
+    lines = [line for line in (family_line, regional_line) if line is not None]
+    short = [line for line in lines if not line.could_cover(needed)]
+    if short:
+        header = f"{sku} ({family}, {vcpus} vCPUs x {request.training_nodes} {priority} node(s))"
+        reasons = "; ".join(
+            _quota_advice(
+                request.subscription_id,
+                region,
+                line,
+                needed,
+                family if line is family_line else "",
+                request.low_priority,
+            )
+            for line in short
         )
+        return replace(sized, verdict=Verdict.NO_QUOTA, advice=f"{header}: {reasons}")
+    busy = [line for line in lines if not line.covers(needed)]
+    if busy:
+        held = ", ".join(f"'{ln.label}' {ln.used} of {ln.limit} in use" for ln in busy)
+        advice = (
+            f"{sku} in {region}: the quota limit covers {needed} vCPUs but other work holds part "
+            f"of it ({held}); the job waits in Azure ML's queue until enough is released"
+        )
+        return replace(sized, verdict=Verdict.QUEUES, advice=advice)
+    return replace(sized, verdict=Verdict.FITS)
+
+
+def check_fixed_sku(region: str, sku: str, vm_sizes: Sequence[dict[str, Any]]) -> SkuCheck:
+    """The size the stack's existing training job ran on: reported, and no quota needed."""
+    size = _find_size(vm_sizes, sku) or {}
+    return SkuCheck(
+        region,
+        sku,
+        0,
+        Verdict.TRAINED,
+        str(size.get("family", "")),
+        int(size.get("vCPUs", 0)),
+        int(size.get("gpus", 0)),
+        advice="the stack's training job already ran on this size: no new capacity is needed",
+    )
+
+
+def check_serving(
+    request: PreflightRequest,
+    serving: ServingRequest,
+    region: str,
+    vm_sizes: Sequence[dict[str, Any]],
+    usages: Sequence[dict[str, Any]],
+    own_deployment: dict[str, Any] | None,
+) -> ServingCheck:
+    """The serving size in one region: offered to managed online endpoints, and its quota."""
+    instance_type, count = serving.instance_type, serving.instance_count
+    key = config_key("serving_instance_type")
+    unchecked = ServingCheck(region, instance_type, count, Verdict.UNAVAILABLE)
+    if not offered_to_managed_online(instance_type):
+        advice = (
+            f"{instance_type} is not a size managed online endpoints accept (Learn: 'Managed "
+            f"online endpoints SKU list'); set {key} to one of them, e.g. Standard_E4s_v3"
+        )
+        return replace(unchecked, advice=advice)
+    size = _find_size(vm_sizes, instance_type)
+    if size is None:
+        advice = (
+            f"{instance_type} is not offered by Azure ML in {region}; set {key} to another size "
+            f"(az ml compute list-sizes --location {region}) or choose another region"
+        )
+        return replace(unchecked, advice=advice)
+    family, vcpus = str(size["family"]), int(size["vCPUs"])
+    reserved = instances_reserved(instance_type, count)
+    needed = reserved * vcpus
+    sized = replace(
+        unchecked,
+        family=family,
+        vcpus_per_instance=vcpus,
+        instances_reserved=reserved,
+        vcpus_needed=needed,
+    )
+    own_type, own_count = _deployment_size(own_deployment)
+    if own_type.lower() == instance_type.lower() and own_count == count:
+        # Unchanged: the deployment already holds its instances and reserve; an update (a new
+        # model) rolls through that reserve.
+        return replace(sized, verdict=Verdict.FITS, advice="already deployed at this size")
+    own_size = _find_size(vm_sizes, own_type) if own_type else None
+    held = 0
+    if own_size is not None and normalize_family(str(own_size["family"])) == normalize_family(
+        family
+    ):
+        held = own_count * int(own_size["vCPUs"])
+    family_line, regional_line = (
+        replace(line, used=max(line.used - held, 0)) if line is not None else None
+        for line in _quota_lines(usages, family, low_priority=False)
+    )
+    sized = replace(
+        sized,
+        vcpus_held_by_own_deployment=held,
+        family_quota=family_line,
+        regional_quota=regional_line,
+    )
     short = [
-        (line, family if line is family_line else "")
+        line
         for line in (family_line, regional_line)
         if line is not None and not line.covers(needed)
     ]
-    if short:
-        header = f"{sku} ({family}, {vcpus} vCPUs x {request.max_nodes} {priority} node(s))"
-        if own:
-            header += f" [used excludes the {own} vCPUs the stack's {request.compute_name} holds]"
-        reasons = "; ".join(_quota_advice(request, region, ln, needed, fam) for ln, fam in short)
-        return replace(
-            sized,
-            verdict=Verdict.NO_QUOTA,
-            family_quota=family_line,
-            regional_quota=regional_line,
-            advice=f"{header}: {reasons}",
+    if not short:
+        return replace(sized, verdict=Verdict.FITS)
+    reserve = (
+        f"{count} instance(s) + the 20% upgrade reserve = {reserved}"
+        if reserved > count
+        else f"{count} instance(s), exempt from the upgrade reserve"
+    )
+    header = f"{instance_type} ({family}, {vcpus} vCPUs x {reserve})"
+    if held:
+        header += f" [used excludes the {held} vCPUs the stack's own deployment holds]"
+    reasons = "; ".join(
+        _quota_advice(
+            request.subscription_id,
+            region,
+            line,
+            needed,
+            family if line is family_line else "",
+            low_priority=False,
         )
-    return replace(
-        sized, verdict=Verdict.FITS, family_quota=family_line, regional_quota=regional_line
+        for line in short
     )
+    advice = f"{header}: {reasons}; or set {key} to a size with quota"
+    return replace(sized, verdict=Verdict.NO_QUOTA, advice=advice)
 
 
-def _own_cluster_vcpus(
-    request: PreflightRequest, usages: Iterable[dict[str, Any]], family_key: str, word: str
-) -> int:
-    """vCPUs the stack's own cluster holds now, from ARM's per-cluster usage rows."""
-    if not request.compute_name:
-        return 0
-    paths = [
-        f"/workspaces/{ws}/computes/{request.compute_name}/usages/".lower()
-        for ws in request.workspace_names
-    ]
-    return sum(
-        int(row["currentValue"])
-        for row in usages
-        if any(path in str(row.get("id", "")).lower() for path in paths)
-        and normalize_family(row["name"]["value"]) == family_key
-        and f"Cluster {word} vCPUs" in row["name"]["value"]
-    )
-
-
-def usage_label(family: str) -> str:
-    """vmSizes family to the usages spelling: standardNCSv3Family -> Standard NCSv3 Family."""
-    return f"Standard {re.sub(r'(?i)^standard|family$', '', family)} Family"
+def _deployment_size(deployment: dict[str, Any] | None) -> tuple[str, int]:
+    """(instance type, instance count) of an online deployment as ARM returns it (azure-rest-
+    api-specs, machinelearningservices stable/2024-10-01 examples/OnlineDeployment/
+    ManagedOnlineDeployment/get.json: properties.instanceType, sku.capacity)."""
+    if not deployment:
+        return "", 0
+    instance_type = str(deployment.get("properties", {}).get("instanceType", ""))
+    return instance_type, int((deployment.get("sku") or {}).get("capacity", 1))
 
 
 def provider_blockers(providers: Iterable[dict[str, Any]]) -> list[Blocker]:
@@ -385,6 +616,46 @@ def provider_blockers(providers: Iterable[dict[str, Any]]) -> list[Blocker]:
                 f"> Register)"
             )
             blockers.append(Blocker("provider_not_registered", namespace, advice))
+    return blockers
+
+
+def name_blockers(
+    request: PreflightRequest,
+    answers: Mapping[str, dict[str, Any] | ArmError],
+    own: Mapping[str, dict[str, Any] | ArmError],
+    skip: set[str],
+) -> list[Blocker]:
+    """Global names another subscription or resource group holds.
+
+    `answers` are checkNameAvailability's per kind, `own` the GETs of the stack's own resource
+    ids (present when the request names the resource group); a name in `skip` (lowercase) is
+    already reported by another blocker (its provider unregistered, or a soft-deleted vault).
+    """
+    fix = (
+        f"names are global DNS names: get a fresh set by raising {config_key('name_generation')} "
+        f"(pulumi config set {config_key('name_generation')} <current + 1>) or by changing "
+        f"{config_key('name_prefix')}"
+    )
+    blockers = []
+    for kind, name in request.unique_names.items():
+        if name.lower() in skip:
+            continue
+        answer = _value(answers[kind])
+        if answer.get("nameAvailable") is True:
+            continue
+        mine = own.get(kind)
+        if mine is not None and not isinstance(mine, ArmNotFoundError):
+            _value(mine)  # auth or outage: could not tell whose it is
+            continue  # the stack's own resource, from an earlier run
+        label = GLOBAL_NAME_KINDS[kind].label
+        where = (
+            f"outside this stack's resource group {request.resource_group}"
+            if request.resource_group
+            else "elsewhere"
+        )
+        azure = f"{answer.get('reason', 'unavailable')}: {answer.get('message', '')}".rstrip(": ")
+        advice = f"{label} name '{name}' is taken by a resource {where} (Azure: {azure}); {fix}"
+        blockers.append(Blocker("name_taken", name, advice))
     return blockers
 
 
@@ -417,11 +688,13 @@ def deleted_workspace_blockers(
         Blocker(
             "soft_deleted_workspace",
             str(ws["name"]),
+            # A DELETE with forceToPurge reaches only a live workspace (concept-soft-delete.md:
+            # "at the time of deletion"; Azure/azure-cli#33756), so the portal's recovery view
+            # is the one documented way to free the name of one already soft-deleted.
             f"workspace name '{ws['name']}' is held by a soft-deleted workspace ({ws.get('id')}); "
-            f"purge it: portal: Azure Machine Learning > Recently deleted > Permanently delete, or "
-            f"az rest --method delete --url "
-            f'"https://management.azure.com{ws.get("id")}?api-version={ML_API_VERSION}'
-            f'&forceToPurge=true"',
+            "delete it permanently in the portal (Azure Machine Learning > Recently deleted > "
+            "Permanently delete), wait until it has expired (14 days after deletion), or bump "
+            "phi3-foundry:nameGeneration for fresh names",
         )
         for ws in workspaces
         if str(ws.get("name", "")).lower() in wanted
@@ -429,7 +702,7 @@ def deleted_workspace_blockers(
 
 
 def run_preflight(client: ArmClient, request: PreflightRequest) -> PreflightReport:
-    """Query ARM concurrently and judge every region and candidate.
+    """Query ARM concurrently and judge every region, candidate, name and provider.
 
     Raises ArmError subclasses when the checks cannot run (auth, network, throttling).
     """
@@ -437,30 +710,51 @@ def run_preflight(client: ArmClient, request: PreflightRequest) -> PreflightRepo
     ml = f"{sub}/providers/{_ML}"
     calls: list[CallTiming] = []
 
-    def listing(path: str, api_version: str) -> Callable[[], list[dict[str, Any]]]:
-        def fetch() -> list[dict[str, Any]]:
+    def timed(path: str, fetch: Callable[[], _T]) -> Callable[[], _T]:
+        def run() -> _T:
             started = time.perf_counter()
             try:
-                return list(client.list_json(path, api_version))
+                return fetch()
             finally:
                 calls.append(CallTiming(path, time.perf_counter() - started))
 
-        return fetch
+        return run
 
-    jobs: dict[str, Callable[[], list[dict[str, Any]]]] = {
-        "providers": listing(f"{sub}/providers", PROVIDERS_API_VERSION),
-        "deleted_vaults": listing(
-            f"{sub}/providers/Microsoft.KeyVault/deletedVaults", KEY_VAULT_API_VERSION
-        ),
-        "deleted_workspaces": listing(f"{ml}/deletedWorkspaces", ML_API_VERSION),
+    def listing(path: str, api_version: str) -> Callable[[], list[dict[str, Any]]]:
+        return timed(path, lambda: list(client.list_json(path, api_version)))
+
+    def getting(path: str, api_version: str) -> Callable[[], dict[str, Any]]:
+        return timed(path, lambda: client.get_json(path, api_version))
+
+    def checking(name: str, kind: GlobalNameKind) -> Callable[[], dict[str, Any]]:
+        path = f"{sub}/providers/{kind.namespace}/checkNameAvailability"
+        body = {"name": name, "type": kind.resource_type}
+        return timed(path, lambda: client.post_json(path, kind.api_version, body))
+
+    jobs: dict[str, Callable[[], Any]] = {
+        "providers": listing(f"{sub}/providers", PROVIDERS_API_VERSION)
     }
-    for region in request.regions:
-        jobs[f"{region}/vmSizes"] = listing(f"{ml}/locations/{region}/vmSizes", ML_API_VERSION)
-        jobs[f"{region}/usages"] = listing(f"{ml}/locations/{region}/usages", ML_API_VERSION)
-    if not request.key_vault_names:
-        del jobs["deleted_vaults"]
-    if not request.workspace_names:
-        del jobs["deleted_workspaces"]
+    if request.key_vault_names:
+        jobs["deleted_vaults"] = listing(
+            f"{sub}/providers/Microsoft.KeyVault/deletedVaults", KEY_VAULT_API_VERSION
+        )
+    if request.workspace_names:
+        jobs["deleted_workspaces"] = listing(f"{ml}/deletedWorkspaces", ML_API_VERSION)
+    for kind, name in request.unique_names.items():
+        spec = GLOBAL_NAME_KINDS[kind]
+        jobs[f"name/{kind}"] = checking(name, spec)
+        if request.resource_group:
+            own_id = (
+                f"{sub}/resourceGroups/{request.resource_group}/providers/"
+                f"{spec.resource_type}/{name}"
+            )
+            jobs[f"own/{kind}"] = getting(own_id, spec.api_version)
+    if request.serving is not None and request.serving.deployment_id:
+        jobs["own_deployment"] = getting(request.serving.deployment_id, ML_API_VERSION)
+    if request.trains or request.serving is not None:
+        for region in request.regions:
+            jobs[f"{region}/vmSizes"] = listing(f"{ml}/locations/{region}/vmSizes", ML_API_VERSION)
+            jobs[f"{region}/usages"] = listing(f"{ml}/locations/{region}/usages", ML_API_VERSION)
 
     client.authenticate()
     started = time.perf_counter()
@@ -469,10 +763,28 @@ def run_preflight(client: ArmClient, request: PreflightRequest) -> PreflightRepo
     wall = time.perf_counter() - started
     results = {key: future.result() for key, future in futures.items()}
 
+    blockers, warnings = _subscription_blockers(request, results)
+    regions = [_judge_region(request, region, results) for region in request.regions]
+    warnings += [
+        chosen.advice
+        for region in regions
+        if (chosen := region.chosen) is not None and chosen.verdict is Verdict.QUEUES
+    ]
+    return PreflightReport(
+        request, tuple(regions), tuple(blockers), tuple(warnings), tuple(calls), wall
+    )
+
+
+def _subscription_blockers(
+    request: PreflightRequest, results: Mapping[str, Any]
+) -> tuple[list[Blocker], list[str]]:
+    """Providers, global names and soft-deleted names: what blocks the stack in every region."""
     warnings: list[str] = []
     blockers = provider_blockers(_value(results["providers"]))
+    unregistered = {b.name.lower() for b in blockers}
+    soft_deleted = []
     if "deleted_vaults" in results:
-        blockers += deleted_vault_blockers(
+        soft_deleted = deleted_vault_blockers(
             _value(results["deleted_vaults"]), request.key_vault_names
         )
     if "deleted_workspaces" in results:
@@ -484,28 +796,62 @@ def run_preflight(client: ArmClient, request: PreflightRequest) -> PreflightRepo
                 + ", ".join(request.workspace_names)
             )
         else:
-            blockers += deleted_workspace_blockers(_value(outcome), request.workspace_names)
+            soft_deleted += deleted_workspace_blockers(_value(outcome), request.workspace_names)
+    # An unregistered provider cannot answer for its names; a soft-deleted vault is reported
+    # with its purge command. Neither is also a "name taken".
+    skip = {b.name.lower() for b in soft_deleted} | {
+        name.lower()
+        for kind, name in request.unique_names.items()
+        if GLOBAL_NAME_KINDS[kind].namespace.lower() in unregistered
+    }
+    answers = {kind: results[f"name/{kind}"] for kind in request.unique_names}
+    own = {
+        kind: results[f"own/{kind}"] for kind in request.unique_names if f"own/{kind}" in results
+    }
+    blockers += name_blockers(request, answers, own, skip)
+    return blockers + soft_deleted, warnings
 
-    regions = []
-    for region in request.regions:
-        sizes, usages = results[f"{region}/vmSizes"], results[f"{region}/usages"]
-        error = next((o for o in (sizes, usages) if isinstance(o, ArmError)), None)
-        if error is not None:
-            _raise_if_unchecked(error)
-            advice = f"Azure ML compute is not available in {region}: {error}"
-            checks = tuple(
-                SkuCheck(region, sku, rank, Verdict.UNAVAILABLE, advice=advice)
-                for rank, sku in enumerate(request.skus, 1)
+
+def _judge_region(
+    request: PreflightRequest, region: str, results: Mapping[str, Any]
+) -> RegionResult:
+    if not (request.trains or request.serving is not None):
+        return RegionResult(region, ())
+    sizes, usages = results[f"{region}/vmSizes"], results[f"{region}/usages"]
+    error = next((o for o in (sizes, usages) if isinstance(o, ArmError)), None)
+    if error is not None:
+        _raise_if_unchecked(error)
+        advice = f"Azure ML compute is not available in {region}: {error}"
+        names = [request.fixed_sku] if request.fixed_sku else request.skus
+        checks = tuple(
+            SkuCheck(region, sku, rank, Verdict.UNAVAILABLE, advice=advice)
+            for rank, sku in enumerate(names, 1)
+        )
+        serving = (
+            ServingCheck(
+                region,
+                request.serving.instance_type,
+                request.serving.instance_count,
+                Verdict.UNAVAILABLE,
+                advice=advice,
             )
-        else:
-            checks = tuple(
-                check_sku(request, region, rank, sku, _value(sizes), _value(usages))
-                for rank, sku in enumerate(request.skus, 1)
-            )
-        regions.append(RegionResult(region, checks))
-    return PreflightReport(
-        request, tuple(regions), tuple(blockers), tuple(warnings), tuple(calls), wall
-    )
+            if request.serving is not None
+            else None
+        )
+        return RegionResult(region, checks, serving)
+    if request.fixed_sku:
+        checks = (check_fixed_sku(region, request.fixed_sku, sizes),)
+    else:
+        checks = tuple(
+            check_sku(request, region, rank, sku, sizes, usages)
+            for rank, sku in enumerate(request.skus, 1)
+        )
+    serving_check = None
+    if request.serving is not None:
+        own = results.get("own_deployment")
+        deployment = None if own is None or isinstance(own, ArmNotFoundError) else _value(own)
+        serving_check = check_serving(request, request.serving, region, sizes, usages, deployment)
+    return RegionResult(region, checks, serving_check)
 
 
 def _outcome(job: Callable[[], _T]) -> _T | ArmError:
@@ -521,14 +867,14 @@ def _raise_if_unchecked(error: ArmError) -> None:
         raise error
 
 
-def _value(outcome: list[dict[str, Any]] | ArmError) -> list[dict[str, Any]]:
+def _value(outcome: _T | ArmError) -> _T:
     if isinstance(outcome, ArmError):
         raise outcome
     return outcome
 
 
-def require_gpu_sku(client: ArmClient, request: PreflightRequest) -> SkuCheck:
-    """For the Pulumi program, before it registers any resource: the chosen size, or stop.
+def require_fit(client: ArmClient, request: PreflightRequest) -> PreflightReport:
+    """For the Pulumi program, before it registers any resource: the report, or stop.
 
     Raises PreflightFailed (does not fit, with what to do) or PreflightUnavailable (could not
     check). A stack can skip the preflight explicitly through its skip_preflight setting.
@@ -543,7 +889,6 @@ def require_gpu_sku(client: ArmClient, request: PreflightRequest) -> SkuCheck:
             f"`az login` (or set the service principal variables), make sure the identity can "
             f"read the subscription, or skip the check with the stack's skip_preflight setting."
         ) from exc
-    chosen = report.regions[0].chosen
-    if not report.fits or chosen is None:
+    if not report.fits:
         raise PreflightFailed(report)
-    return chosen
+    return report

@@ -1,8 +1,10 @@
 """A local fake of the Azure Resource Manager routes the project calls, over real HTTPS.
 
 Shapes follow the azure-rest-api-specs examples (ML `usages` and `vmSizes`, resource providers,
-Key Vault `deletedVaults`); soft-deleted ML workspaces follow the `deletedWorkspaces` listing the
-portal uses. Each test scripts its own world: regions with sizes and quota, provider states,
+Key Vault `deletedVaults`, the three `checkNameAvailability` actions, GETs of a storage account,
+registry, vault and online deployment); soft-deleted ML workspaces follow the `deletedWorkspaces`
+listing the portal uses. Each test scripts its own world: regions with sizes and quota, provider
+states, global names taken elsewhere or by the stack's own resources, online deployments,
 soft-deleted names, faults (429/500/401 for N calls or forever) and per-call latency. The server
 checks the bearer token, the subscription and the api-version like ARM does, and records every
 call. Later issues add routes with `FakeArm.route`.
@@ -42,7 +44,8 @@ API_VERSIONS = {
     "Microsoft.MachineLearningServices": {"2024-10-01", "2025-06-01"},
     "Microsoft.KeyVault": {"2023-07-01", "2024-11-01"},
     "Microsoft.Resources": {"2021-04-01", "2022-09-01"},
-    "Microsoft.ContainerRegistry": {"2019-06-01-preview"},
+    "Microsoft.ContainerRegistry": {"2019-06-01-preview", "2023-07-01"},
+    "Microsoft.Storage": {"2024-01-01"},
 }
 
 
@@ -90,6 +93,7 @@ CATALOG = {
         VmSize("Standard_NC96ads_A100_v4", "standardNCADSA100v4Family", 96, 4),
         VmSize("Standard_NC40ads_H100_v5", "standardNCadsH100v5Family", 40, 1),
         VmSize("Standard_NC6s_v3", "standardNCSv3Family", 6, 1),
+        VmSize("Standard_E4s_v3", "standardESv3Family", 4, 0),
         VmSize("Standard_E16s_v3", "standardESv3Family", 16, 0),
         VmSize("Standard_DS3_v2", "standardDSv2Family", 4, 0),
     )
@@ -108,8 +112,6 @@ class Region:
     family_dedicated: dict[str, tuple[int, int]]  # vmSizes family -> (used vCPUs, limit)
     dedicated_total: tuple[int, int]
     low_priority_total: tuple[int, int]
-    # (workspace, compute name, vmSizes family, dedicated vCPUs it holds now)
-    clusters: list[tuple[str, str, str, int]] = field(default_factory=list)
 
     def usages(self, subscription: str) -> list[dict[str, Any]]:
         sub = f"/subscriptions/{subscription}"
@@ -143,12 +145,6 @@ class Region:
                 rows.append(
                     row("vmFamily", f"{sub}/usages/{full.replace(' ', '_')}", full, *values)
                 )
-        for workspace, compute, family, vcpus in self.clusters:
-            label = f"{usage_family_label(family)} Cluster Dedicated vCPUs"
-            path = (
-                f"{sub}/resourceGroups/rg/providers/{ml}/workspaces/{workspace}/computes/{compute}"
-            )
-            rows.append(row("workspaces/computes", f"{path}/usages/x", label, vcpus, -1))
         return rows
 
 
@@ -171,9 +167,11 @@ class Call:
     body: bytes = b""
 
 
-Handler = Callable[["FakeArm", dict[str, list[str]], re.Match[str]], tuple[int, Any]]
+# A handler answers (status, body) or, for asynchronous operations, (status, body, headers).
+Answer = tuple[int, Any] | tuple[int, Any, dict[str, str]]
+Handler = Callable[["FakeArm", dict[str, list[str]], re.Match[str]], Answer]
 # A handler that also reads the request body (PUT and POST payloads, uploads).
-BodyHandler = Callable[["FakeArm", dict[str, list[str]], re.Match[str], bytes], tuple[int, Any]]
+BodyHandler = Callable[["FakeArm", dict[str, list[str]], re.Match[str], bytes], Answer]
 
 
 @dataclass(frozen=True)
@@ -201,6 +199,13 @@ class FakeArm:
     deleted_vaults: list[dict[str, Any]] = field(default_factory=list)
     # None: the subscription has no `deletedWorkspaces` type, ARM answers 404.
     deleted_workspaces: list[dict[str, Any]] | None = field(default_factory=list)
+    # Global names held anywhere in Azure, by resource type (lowercase names): other
+    # subscriptions' and this stack's own alike.
+    taken_names: dict[str, set[str]] = field(default_factory=dict)
+    # ARM ids (lowercase) of this subscription's storage accounts, registries and vaults.
+    own_resources: set[str] = field(default_factory=set)
+    # Online deployments by ARM id (lowercase): (instance type, instance count).
+    online_deployments: dict[str, tuple[str, int]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     routes: list[Route] = field(default_factory=list)
@@ -217,6 +222,23 @@ class FakeArm:
         self.route("GET", rf"{ml}/deletedWorkspaces", _list_deleted_workspaces)
         self.route(
             "GET", rf"{sub}/providers/Microsoft\.KeyVault/deletedVaults", _list_deleted_vaults
+        )
+        namespaces = "|".join(re.escape(namespace) for namespace in GLOBAL_NAME_TYPES)
+        self.route_with_body(
+            "POST", rf"{sub}/providers/(?P<ns>{namespaces})/checkNameAvailability", _check_name
+        )
+        collections = "|".join(t.split("/")[1] for t in GLOBAL_NAME_TYPES.values())
+        group = rf"{sub}/resourceGroups/(?P<rg>[^/]+)"
+        self.route(
+            "GET",
+            rf"{group}/providers/(?P<ns>{namespaces})/(?P<kind>{collections})/(?P<name>[^/]+)",
+            _get_own_resource,
+        )
+        self.route(
+            "GET",
+            rf"{group}/providers/Microsoft\.MachineLearningServices/workspaces/[^/]+"
+            r"/onlineEndpoints/[^/]+/deployments/[^/]+",
+            _get_online_deployment,
         )
 
     # -- scripting -------------------------------------------------------------------------
@@ -245,16 +267,32 @@ class FakeArm:
         family_quota = {family: (0, 0) for family in families} | (quota or {})
         self.regions[location] = Region(chosen, family_quota, dedicated_total, low_priority_total)
 
-    def run_cluster(
-        self, location: str, workspace: str, compute: str, family: str, vcpus: int
+    def take_name(self, resource_type: str, name: str) -> None:
+        """`name` of `resource_type` (e.g. Microsoft.Storage/storageAccounts) is held by a
+        resource in another subscription."""
+        self.taken_names.setdefault(resource_type.lower(), set()).add(name.lower())
+
+    def create_resource(self, resource_group: str, resource_type: str, name: str) -> str:
+        """A resource of this subscription in `resource_group` (an earlier run's); its id."""
+        self.take_name(resource_type, name)
+        arm_id = (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{resource_group}"
+            f"/providers/{resource_type}/{name}"
+        )
+        self.own_resources.add(arm_id.lower())
+        return arm_id
+
+    def deploy_online(
+        self, location: str, deployment_id: str, instance_type: str, instances: int
     ) -> None:
-        """A cluster holding `vcpus` dedicated vCPUs of `family` now (counted in the totals)."""
-        region = self.regions[location]
-        used, limit = region.family_dedicated[family]
-        region.family_dedicated[family] = (used + vcpus, limit)
+        """An online deployment running `instances` of `instance_type`: its vCPUs count as used
+        in the family and the regional dedicated total."""
+        region, size = self.regions[location], CATALOG[instance_type]
+        used, limit = region.family_dedicated[size.family]
+        region.family_dedicated[size.family] = (used + instances * size.vcpus, limit)
         used, limit = region.dedicated_total
-        region.dedicated_total = (used + vcpus, limit)
-        region.clusters.append((workspace, compute, family, vcpus))
+        region.dedicated_total = (used + instances * size.vcpus, limit)
+        self.online_deployments[deployment_id.lower()] = (instance_type, instances)
 
     def soft_delete_vault(
         self, name: str, location: str, *, purge_protection: bool = False
@@ -346,10 +384,10 @@ class FakeArm:
                 message = f"api-version '{version}' is not supported for {namespace}."
                 return 400, _error("InvalidApiVersionParameter", message), {}
             if route.with_body:
-                status, answer = route.handler(self, query, match, body)  # type: ignore[call-arg]
+                status, answer, *headers = route.handler(self, query, match, body)  # type: ignore[call-arg]
             else:
-                status, answer = route.handler(self, query, match)  # type: ignore[call-arg]
-            return status, answer, {}
+                status, answer, *headers = route.handler(self, query, match)  # type: ignore[call-arg]
+            return status, answer, headers[0] if headers else {}
         if headers.get("Authorization") != f"Bearer {self.token}":
             return 401, _error("InvalidAuthenticationToken", "The access token is invalid."), {}
         return 404, _error("NotFound", f"No route for {method} {url.path}"), {}
@@ -479,6 +517,94 @@ def _list_deleted_workspaces(
         message = "The resource type 'deletedWorkspaces' could not be found."
         return 404, _error("InvalidResourceType", message)
     return 200, {"value": fake.deleted_workspaces}
+
+
+# Resource type of each namespace's globally unique names; the checkNameAvailability body's `type`
+# must name it (the specs mark `name` and `type` required: storage stable/2024-01-01
+# StorageAccountCheckNameAvailabilityParameters, containerregistry stable/2023-07-01
+# RegistryNameCheckRequest, keyvault stable/2023-07-01 VaultCheckNameAvailabilityParameters).
+GLOBAL_NAME_TYPES = {
+    "Microsoft.Storage": "Microsoft.Storage/storageAccounts",
+    "Microsoft.ContainerRegistry": "Microsoft.ContainerRegistry/registries",
+    "Microsoft.KeyVault": "Microsoft.KeyVault/vaults",
+}
+
+
+def _taken_answer(resource_type: str, name: str) -> dict[str, Any]:
+    """checkNameAvailability for a name in use, per provider. Registry: the answer of
+    containerregistry stable/2023-07-01 examples/RegistryCheckNameNotAvailable.json. Key Vault:
+    the message Az.KeyVault documents for a used name (Azure/azure-powershell, src/KeyVault/
+    KeyVault/help/Test-AzKeyVaultNameAvailability.md, example 2). Storage: the specs have no
+    example of a taken name; the fields are storage.json's CheckNameAvailabilityResult, the
+    wording follows the registry example."""
+    messages = {
+        "Microsoft.ContainerRegistry/registries": f"The registry {name} is already in use.",
+        "Microsoft.KeyVault/vaults": (
+            f"The vault name '{name}' is already in use. Vault names are globally unique so it "
+            "is possible that the name is already taken."
+        ),
+        "Microsoft.Storage/storageAccounts": f"The storage account named {name} is already taken.",
+    }
+    return {"nameAvailable": False, "reason": "AlreadyExists", "message": messages[resource_type]}
+
+
+def _check_name(
+    fake: FakeArm, query: dict[str, list[str]], m: re.Match[str], body: bytes
+) -> tuple[int, Any]:
+    request = json.loads(body or b"{}")
+    expected = GLOBAL_NAME_TYPES[m["ns"]]
+    name, given_type = request.get("name"), request.get("type")
+    if not name or str(given_type).lower() != expected.lower():
+        message = f"The request must name 'name' and 'type' {expected!r}; got {request}."
+        return 400, _error("InvalidRequestContent", message)
+    taken = fake.taken_names.get(expected.lower(), set())
+    if expected == "Microsoft.KeyVault/vaults":
+        # A soft-deleted vault keeps its name until purged (what the message above warns of).
+        taken = taken | {str(vault["name"]).lower() for vault in fake.deleted_vaults}
+    if str(name).lower() in taken:
+        return 200, _taken_answer(expected, str(name))
+    # A free name: the answer of storage stable/2024-01-01 examples/
+    # StorageAccountCheckNameAvailability.json, containerregistry stable/2023-07-01
+    # examples/RegistryCheckNameAvailable.json and keyvault stable/2024-11-01
+    # examples/checkVaultNameAvailability.json alike.
+    return 200, {"nameAvailable": True}
+
+
+def _get_own_resource(
+    fake: FakeArm, query: dict[str, list[str]], m: re.Match[str]
+) -> tuple[int, Any]:
+    path = m.string  # routes match the request's path
+    if path.lower() not in fake.own_resources:
+        message = f"The Resource '{m['ns']}/{m['kind']}/{m['name']}' under resource group "
+        message += f"'{m['rg']}' was not found."
+        return 404, _error("ResourceNotFound", message)
+    # The identifying fields of storage stable/2024-01-01 examples/StorageAccountGetProperties
+    # .json, keyvault stable/2024-11-01 examples/getVault.json and containerregistry
+    # stable/2023-07-01 examples/RegistryGet.json; the program reads no more than the 200.
+    return 200, {"id": path, "name": m["name"], "type": f"{m['ns']}/{m['kind']}"}
+
+
+def _get_online_deployment(
+    fake: FakeArm, query: dict[str, list[str]], m: re.Match[str]
+) -> tuple[int, Any]:
+    path = m.string
+    deployment = fake.online_deployments.get(path.lower())
+    if deployment is None:
+        return 404, _error("ResourceNotFound", f"Online deployment {path} was not found.")
+    instance_type, instances = deployment
+    # Fields of machinelearningservices stable/2024-10-01 examples/OnlineDeployment/
+    # ManagedOnlineDeployment/get.json that say what it runs.
+    return 200, {
+        "id": path,
+        "name": path.rsplit("/", 1)[-1],
+        "type": "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments",
+        "properties": {
+            "endpointComputeType": "Managed",
+            "instanceType": instance_type,
+            "provisioningState": "Succeeded",
+        },
+        "sku": {"name": "Default", "tier": "Standard", "capacity": instances},
+    }
 
 
 def _make_tls_files(workdir: Path) -> tuple[Path, Path, Path]:

@@ -1,4 +1,5 @@
-"""Names: deterministic, valid for each Azure type, disjoint across stacks and regions."""
+"""Names: deterministic, valid for each Azure type, disjoint across stacks, regions and
+subscriptions."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from phi3_infra.config import StackConfig, parse_stack_config
 from phi3_infra.naming import StackNames, stack_names
 from phi3_infra.offline import OfflineRun
 
+SUBSCRIPTION = "00000000-0000-4000-8000-000000000001"
+OTHER_SUBSCRIPTION = "11111111-2222-4333-8444-555555555555"
+
 # Azure's naming rules per resource type.
 RULES = {
     "resource_group": re.compile(r"^[-\w.()]{1,89}[-\w()]$"),
@@ -22,6 +26,7 @@ RULES = {
     "hub": re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$"),
     "project": re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$"),
     "identity": re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}$"),
+    "endpoint_identity": re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}$"),
     # Online endpoints: 3-32 characters, a letter first, letters, digits and hyphens.
     "online_endpoint": re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{2,31}$"),
 }
@@ -50,16 +55,31 @@ def test_rules_cover_every_name() -> None:
     ],
 )
 def test_names_follow_each_type_rule(prefix: str, stack: str, region: str) -> None:
-    names = stack_names(_config(namePrefix=prefix, location=region), "phi3-foundry", stack)
+    config = _config(namePrefix=prefix, location=region)
+    names = stack_names(config, "phi3-foundry", stack, SUBSCRIPTION)
     for kind, name in _all(names).items():
         assert RULES[kind].fullmatch(name), f"{kind}: {name!r}"
         assert prefix in name
 
 
 def test_names_are_deterministic() -> None:
-    assert stack_names(_config(), "phi3-foundry", "eastus2") == stack_names(
-        _config(), "phi3-foundry", "eastus2"
+    # A subscription id is a GUID: however Azure or the user spells its case, the same names.
+    assert stack_names(_config(), "phi3-foundry", "eastus2", SUBSCRIPTION) == stack_names(
+        _config(), "phi3-foundry", "eastus2", SUBSCRIPTION.upper()
     )
+
+
+def test_same_stack_and_region_in_two_subscriptions_get_disjoint_names() -> None:
+    # Two teams following the README: same prefix, project, stack name, region and generation.
+    ours = stack_names(_config(), "phi3-foundry", "eastus2", SUBSCRIPTION)
+    theirs = stack_names(_config(), "phi3-foundry", "eastus2", OTHER_SUBSCRIPTION)
+    assert not set(ours.globally_unique().values()) & set(theirs.globally_unique().values())
+    assert ours.online_endpoint != theirs.online_endpoint  # unique per region across Azure
+
+
+def test_names_need_a_subscription_guid() -> None:
+    with pytest.raises(ValueError, match="'my-subscription' is not a subscription GUID"):
+        stack_names(_config(), "phi3-foundry", "eastus2", "my-subscription")
 
 
 @pytest.mark.parametrize(
@@ -73,8 +93,8 @@ def test_names_are_deterministic() -> None:
 def test_any_change_of_stack_region_or_generation_changes_every_name(
     other_config: dict[str, object], other_stack: str
 ) -> None:
-    base = _all(stack_names(_config(), "phi3-foundry", "eastus2"))
-    other = _all(stack_names(_config(**other_config), "phi3-foundry", other_stack))
+    base = _all(stack_names(_config(), "phi3-foundry", "eastus2", SUBSCRIPTION))
+    other = _all(stack_names(_config(**other_config), "phi3-foundry", other_stack, SUBSCRIPTION))
     assert not set(base.values()) & set(other.values())
 
 
@@ -94,7 +114,7 @@ def test_example_stacks_use_disjoint_valid_names(example_runs: dict[str, Offline
 
 
 def test_unique_and_soft_deletable_name_sets() -> None:
-    names = stack_names(_config(), "phi3-foundry", "eastus2")
+    names = stack_names(_config(), "phi3-foundry", "eastus2", SUBSCRIPTION)
     assert names.globally_unique() == {
         "storage_account": names.storage_account,
         "key_vault": names.key_vault,

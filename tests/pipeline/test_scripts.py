@@ -121,7 +121,8 @@ def audit(signed_in_env: FakeArm, repo_root: Path) -> Audit:
         {"id": "/rg2", "name": "rg2", "tags": {"stack": "swedencentral", "project": PROJECT}}
     )
     args = ["--stack", "eastus2", "--subscription", signed_in_env.subscription_id]
-    return Audit(pipeline, args, stack_names(config, PROJECT, "eastus2"))
+    names = stack_names(config, PROJECT, "eastus2", signed_in_env.subscription_id)
+    return Audit(pipeline, args, names)
 
 
 def test_audit_passes_when_nothing_remains(

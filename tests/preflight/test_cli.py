@@ -47,6 +47,17 @@ def test_does_not_fit_exits_1_with_what_to_do(
     assert "need 48 vCPUs, used 0, limit 24" in out and "az quota update" in out
 
 
+def test_serving_size_is_checked_with_its_reserve(
+    signed_in: FakeArm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No ESv3 quota in eastus2: two Standard_E4s_v3 instances reserve three (12 vCPUs).
+    argv = ["--region", "eastus2", "--serving-size", "Standard_E4s_v3", "--serving-instances", "2"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "serving size" in out and "2 (3)" in out
+    assert "eastus2: serving: Standard_E4s_v3" in out and "need 12 vCPUs" in out
+
+
 def test_json_for_machines(signed_in: FakeArm, capsys: pytest.CaptureFixture[str]) -> None:
     signed_in.providers["Microsoft.Network"] = "NotRegistered"
     assert main(["--region", "swedencentral", "--low-priority", "--json"]) == 1
@@ -85,7 +96,7 @@ def test_bad_arguments_exit_2(signed_in: FakeArm, capsys: pytest.CaptureFixture[
         main(["--region", "East US", "--nodes", "0"])
     assert caught.value.code == 2
     err = capsys.readouterr().err
-    assert "region 'East US'" in err and "max_nodes is 0" in err
+    assert "region 'East US'" in err and "training_nodes is 0" in err
     assert signed_in.calls == []
 
 

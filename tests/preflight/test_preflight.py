@@ -1,4 +1,6 @@
-"""The preflight against the fake ARM server: each way a GPU stack fails late, caught early."""
+"""The training preflight against the fake ARM server: each way a stack fails late, caught early.
+
+Names and serving quota have their own files (test_names.py, test_serving_quota.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ import pytest
 from phi3_infra.arm import ArmAuthError, ArmClient, ArmUnavailableError
 from phi3_infra.preflight import (
     PreflightRequest,
+    ServingRequest,
     Verdict,
     normalize_family,
     run_preflight,
 )
 from tests.fakes.arm_server import CATALOG, SUBSCRIPTION_ID, FakeArm, FixedToken
+from tests.preflight.stacks import E4S, ESV3, GROUP, NAMES, STORAGE, request
 
 A100 = "standardNCADSA100v4Family"
 H100 = "standardNCadsH100v5Family"
@@ -23,15 +27,6 @@ NC24, NC48, H100_40 = (
     "Standard_NC48ads_A100_v4",
     "Standard_NC40ads_H100_v5",
 )
-
-
-def request(
-    regions: tuple[str, ...] = ("eastus2",),
-    skus: tuple[str, ...] = (NC24, H100_40),
-    max_nodes: int = 1,
-    **extra: object,
-) -> PreflightRequest:
-    return PreflightRequest(SUBSCRIPTION_ID, regions, skus, max_nodes, **extra)  # type: ignore[arg-type]
 
 
 def test_first_fitting_sku_is_chosen_and_ranked(fake_arm: FakeArm, arm_client: ArmClient) -> None:
@@ -73,59 +68,103 @@ def test_family_quota_short_says_what_to_request(fake_arm: FakeArm, arm_client: 
         assert fact in message
 
 
-def test_used_vcpus_count_against_the_family_quota(
+def test_quota_in_use_queues_the_job_and_a_low_limit_does_not_fit(
     fake_arm: FakeArm, arm_client: ArmClient
 ) -> None:
+    # Serverless jobs whose size has quota that other jobs use wait in a queue; only a limit
+    # below the job's need makes it impossible (how-to-use-serverless-compute.md, "Quota").
     fake_arm.add_region("eastus2", quota={A100: (24, 48)})
-    assert run_preflight(arm_client, request(skus=(NC24,), max_nodes=1)).fits
-    two_nodes = run_preflight(arm_client, request(skus=(NC24,), max_nodes=2))
-    assert not two_nodes.fits
-    assert "need 48 vCPUs, used 24, limit 48 (24 free)" in two_nodes.failure_message()
+    assert run_preflight(arm_client, request(skus=(NC24,), training_nodes=1)).fits
+    two_nodes = run_preflight(arm_client, request(skus=(NC24,), training_nodes=2))
+    (check,) = two_nodes.regions[0].checks
+    assert check.verdict is Verdict.QUEUES and two_nodes.fits
+    (warning,) = two_nodes.warnings
+    assert "waits in Azure ML's queue" in warning and "24 of 48 in use" in warning
+    three_nodes = run_preflight(arm_client, request(skus=(NC24,), training_nodes=3))
+    assert not three_nodes.fits
+    assert "need 72 vCPUs, used 24, limit 48 (24 free)" in three_nodes.failure_message()
 
 
-def test_stack_own_running_cluster_does_not_count_against_itself(
+def test_a_size_that_starts_now_wins_over_one_that_queues(
     fake_arm: FakeArm, arm_client: ArmClient
 ) -> None:
-    # `pulumi up` again while a job runs the stack's cluster at full scale; another cluster in
-    # the subscription uses the family too and does count.
-    fake_arm.add_region("eastus2", quota={A100: (0, 96)}, dedicated_total=(0, 96))
-    fake_arm.run_cluster("eastus2", "proj-phi3", "gpu-cluster", A100, 48)
-    fake_arm.run_cluster("eastus2", "other-ws", "gpu-cluster", A100, 24)
-    stack = request(skus=(NC24,), max_nodes=2, workspace_names=("hub-phi3", "proj-phi3"))
-    report = run_preflight(arm_client, dataclasses.replace(stack, compute_name="gpu-cluster"))
-    (check,) = report.regions[0].checks
-    assert check.verdict is Verdict.FITS
-    assert check.family_quota is not None and check.family_quota.used == 24
-    assert check.regional_quota is not None and check.regional_quota.used == 24
-    unaware = run_preflight(arm_client, stack)
-    assert "need 48 vCPUs, used 72, limit 96 (24 free)" in unaware.failure_message()
+    fake_arm.add_region("eastus2", quota={A100: (24, 48), H100: (0, 40)})
+    region = run_preflight(arm_client, request(skus=(NC48, H100_40))).regions[0]
+    assert [c.verdict for c in region.checks] == [Verdict.QUEUES, Verdict.FITS]
+    assert region.chosen is not None and region.chosen.sku == H100_40
 
 
-def test_regional_total_short_while_family_fits(fake_arm: FakeArm, arm_client: ArmClient) -> None:
-    fake_arm.add_region("eastus2", quota={A100: (0, 96)}, dedicated_total=(80, 100))
+def test_regional_total_too_low_while_family_fits(fake_arm: FakeArm, arm_client: ArmClient) -> None:
+    fake_arm.add_region("eastus2", quota={A100: (0, 96)}, dedicated_total=(0, 20))
     report = run_preflight(arm_client, request(skus=(NC24,)))
     (check,) = report.regions[0].checks
     assert check.verdict is Verdict.NO_QUOTA
     assert check.family_quota is not None and check.family_quota.covers(24)
-    assert check.regional_quota is not None and check.regional_quota.free == 20
+    assert check.regional_quota is not None and check.regional_quota.limit == 20
     message = report.failure_message()
-    assert "'Total Cluster Dedicated Regional vCPUs' in eastus2: need 24 vCPUs, used 80" in message
+    assert "'Total Cluster Dedicated Regional vCPUs' in eastus2: need 24 vCPUs, used 0" in message
     assert "Family Cluster Dedicated" not in message
+
+
+def test_the_size_the_stack_already_trained_on_needs_no_quota(
+    fake_arm: FakeArm, arm_client: ArmClient
+) -> None:
+    # No A100 quota left (say, it was lowered after the job ran): the job exists, nothing new
+    # runs, so the stack keeps its size instead of moving to another candidate and retraining.
+    fake_arm.add_region("eastus2", quota={A100: (0, 0), H100: (0, 40)})
+    report = run_preflight(arm_client, request(skus=(H100_40, NC24), fixed_sku=NC24))
+    (check,) = report.regions[0].checks
+    assert report.fits and report.regions[0].chosen is check
+    assert (check.sku, check.verdict, check.vcpus_per_node, check.gpus_per_node) == (
+        NC24,
+        Verdict.TRAINED,
+        24,
+        1,
+    )
+    assert "already ran on this size" in check.advice and "trained <- chosen" in report.table()
+    assert not run_preflight(arm_client, request(skus=(NC24,))).fits  # without it: no quota
+
+
+def test_a_trained_size_still_gets_every_other_check(
+    fake_arm: FakeArm, arm_client: ArmClient
+) -> None:
+    fake_arm.add_region("eastus2", quota={A100: (0, 0), ESV3: (0, 0)})
+    fake_arm.providers["Microsoft.Network"] = "NotRegistered"
+    fake_arm.take_name(STORAGE, NAMES["storage_account"])
+    stack = request(
+        skus=(NC24,),
+        fixed_sku=NC24,
+        serving=ServingRequest(E4S, 1),
+        unique_names=NAMES,
+        resource_group=GROUP,
+    )
+    report = run_preflight(arm_client, stack)
+    assert not report.fits and report.regions[0].chosen is not None
+    assert [b.kind for b in report.blockers] == ["provider_not_registered", "name_taken"]
+    serving_check = report.regions[0].serving
+    assert serving_check is not None and serving_check.verdict is Verdict.NO_QUOTA
+
+
+def test_a_stack_that_neither_trains_nor_serves_asks_for_no_quota(
+    fake_arm: FakeArm, arm_client: ArmClient
+) -> None:
+    # The default stack is infrastructure only: no GPU spend, so no GPU quota is needed.
+    report = run_preflight(arm_client, request(skus=()))
+    assert report.fits and report.regions[0].checks == () and report.regions[0].chosen is None
+    assert not fake_arm.calls_to("/usages") and not fake_arm.calls_to("/vmSizes")
 
 
 def test_low_priority_uses_the_low_priority_total(fake_arm: FakeArm, arm_client: ArmClient) -> None:
     # No dedicated A100 quota at all: low-priority has its own regional pool.
     fake_arm.add_region("eastus2", quota={A100: (0, 0)}, low_priority_total=(0, 100))
     assert not run_preflight(arm_client, request(skus=(NC24,))).fits
-    low = run_preflight(arm_client, request(skus=(NC24,), max_nodes=4, low_priority=True))
+    low = run_preflight(arm_client, request(skus=(NC24,), training_nodes=4, low_priority=True))
     assert low.fits and low.regions[0].chosen is not None
-    fake_arm.add_region("eastus2", quota={A100: (0, 0)}, low_priority_total=(90, 100))
+    fake_arm.add_region("eastus2", quota={A100: (0, 0)}, low_priority_total=(0, 20))
     short = run_preflight(arm_client, request(skus=(NC24,), low_priority=True))
     assert not short.fits
     message = short.failure_message()
-    assert (
-        "'Total Cluster LowPriority Regional vCPUs' in eastus2: need 24 vCPUs, used 90" in message
-    )
+    assert "'Total Cluster LowPriority Regional vCPUs' in eastus2: need 24 vCPUs, used 0" in message
     assert "low-priority" in message
 
 
@@ -145,7 +184,7 @@ def test_sku_absent_in_region_falls_back(fake_arm: FakeArm, arm_client: ArmClien
     report = run_preflight(arm_client, request(regions=("westeurope",), skus=(NC24, H100_40)))
     first, second = report.regions[0].checks
     assert first.verdict is Verdict.UNAVAILABLE
-    assert "not offered for Azure ML compute clusters in westeurope" in first.advice
+    assert "not offered for Azure ML compute in westeurope" in first.advice
     assert second.verdict is Verdict.FITS and report.fits
 
 
@@ -215,7 +254,10 @@ def test_soft_deleted_workspace_holds_the_name(fake_arm: FakeArm, arm_client: Ar
     report = run_preflight(arm_client, request(workspace_names=("hub-phi3-eastus2", "proj-phi3")))
     (blocker,) = report.blockers
     assert blocker.kind == "soft_deleted_workspace"
-    assert "forceToPurge=true" in blocker.advice and "Recently deleted" in blocker.advice
+    # Only the portal's recovery view frees a name held by an already soft-deleted workspace:
+    # a forceToPurge DELETE finds nothing (concept-soft-delete.md; Azure/azure-cli#33756).
+    assert "Recently deleted" in blocker.advice and "nameGeneration" in blocker.advice
+    assert "forceToPurge" not in blocker.advice
 
 
 def test_missing_deleted_workspaces_type_is_a_warning(
@@ -283,14 +325,23 @@ def test_json_form_carries_the_same_facts(fake_arm: FakeArm, arm_client: ArmClie
 
 def test_bad_request_names_every_problem() -> None:
     with pytest.raises(ValueError) as caught:
-        PreflightRequest("not-a-guid", ("East US",), ("NC24",), 0, compute_name="gpu-cluster")
+        PreflightRequest(
+            "not-a-guid",
+            ("East US",),
+            ("NC24",),
+            0,
+            serving=ServingRequest("E4s", 0),
+            unique_names={"bucket": "x"},
+        )
     message = str(caught.value)
     for field in (
         "subscription_id 'not-a-guid'",
         "region 'East US'",
         "sku 'NC24'",
-        "max_nodes is 0",
-        "compute_name is set but workspace_names is empty",
+        "sku 'E4s'",
+        "training_nodes is 0",
+        "serving instance_count is 0",
+        "unique_names kind 'bucket'",
     ):
         assert field in message
 
