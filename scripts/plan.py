@@ -38,6 +38,7 @@ from phi3_infra.policies import Violation, check_all, validation_args  # noqa: E
 from phi3_infra.pricing import estimate_costs  # noqa: E402
 from phi3_infra.program import (  # noqa: E402
     build_stack,
+    no_existing_training,
     offline_gpu_choice,
     offline_registry_token,
 )
@@ -79,15 +80,6 @@ KEY_PROPERTIES: Mapping[str, tuple[str, ...]] = {
         "containerRegistry",
         "applicationInsights",
     ),
-    "azure-native:machinelearningservices:Compute": (
-        "properties.computeType",
-        "properties.properties.vmSize",
-        "properties.properties.vmPriority",
-        "properties.properties.scaleSettings.minNodeCount",
-        "properties.properties.scaleSettings.maxNodeCount",
-        "properties.properties.scaleSettings.nodeIdleTimeBeforeScaleDown",
-        "properties.properties.remoteLoginPortPublicAccess",
-    ),
     "azure-native:storage:BlobContainer": ("publicAccess",),
     "azure-native:machinelearningservices:DataVersion": ("name", "properties.dataUri"),
     "azure-native:machinelearningservices:EnvironmentVersion": (
@@ -97,8 +89,10 @@ KEY_PROPERTIES: Mapping[str, tuple[str, ...]] = {
         "properties.inferenceConfig.scoringRoute.path",
     ),
     "azure-native:machinelearningservices:Job": (
-        "properties.computeId",
+        # Serverless: the size and count (trainingNodes) per job, Spot with lowPriority.
+        "properties.resources.instanceType",
         "properties.resources.instanceCount",
+        "properties.queueSettings.jobTier",
         "properties.distribution.processCountPerInstance",
         "properties.identity.identityType",
         "properties.command",
@@ -134,7 +128,11 @@ def plan_stack(config: Mapping[str, str], stack: str) -> OfflineRun:
     # Offline there is no Azure to ask: the first candidate size stands in, unchecked, and no
     # registry token is fetched.
     return run_offline(
-        lambda: build_stack(preflight=offline_gpu_choice, registry_token=offline_registry_token),
+        lambda: build_stack(
+            preflight=offline_gpu_choice,
+            registry_token=offline_registry_token,
+            find_training=no_existing_training,
+        ),
         config,
         stack,
     )

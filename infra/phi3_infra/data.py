@@ -188,7 +188,7 @@ class TrainingDataArgs:
 
 
 class TrainingData(pulumi.ComponentResource):
-    """`assets[role]` is the `azureml:<name>:<version>` reference a job input takes."""
+    """`assets[role]` is the ARM id of the data version a job input takes."""
 
     assets: dict[str, pulumi.Output[str]]
     versions: list[ml.DataVersion]
@@ -239,14 +239,8 @@ class TrainingData(pulumi.ComponentResource):
                 opts=child,
             )
             self.versions.append(version)
-            # ARM names a version resource by its version: build the asset reference from the
-            # known name, carried through the version's id so users of it wait for it.
-            self.assets[data.role] = _once_created(
-                version.id, f"azureml:{data.asset_name}:{data.asset_version}"
-            )
+            # A job input names the data version by its ARM id: the SDK resolves the
+            # `azureml:<name>:<version>` short form to that id before it calls ARM
+            # (azure-ai-ml `_job_operations.py` / `_operation_orchestrator.py`).
+            self.assets[data.role] = version.id
         self.register_outputs(dict(self.assets))
-
-
-def _once_created(resource_id: pulumi.Output[str], value: str) -> pulumi.Output[str]:
-    """`value`, resolved once the resource exists, so whatever uses it waits for it."""
-    return resource_id.apply(lambda _: value)

@@ -2,7 +2,8 @@
 
 Prices come from `prices.json` beside this module, which states its source and date. The estimate
 reads the planned resources themselves (VM sizes, node and instance counts, registry tier), so it
-follows whatever the program would create. Idle GPU cost is zero because the cluster scales to 0.
+follows whatever the program would create. Idle GPU cost is zero by construction: training runs
+on serverless compute, which exists only while a job runs (nothing is kept warm between jobs).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ PRICE_TABLE = Path(__file__).with_name("prices.json")
 HOURS_PER_DAY = 24
 
 REGISTRY = "azure-native:containerregistry:Registry"
-COMPUTE = "azure-native:machinelearningservices:Compute"
+JOB = "azure-native:machinelearningservices:Job"
 ONLINE_DEPLOYMENT = "azure-native:machinelearningservices:OnlineDeployment"
 
 
@@ -88,7 +89,7 @@ class CostEstimate:
 
     @property
     def training(self) -> float:
-        """Everything idle plus the cluster at full scale."""
+        """Everything idle plus the training job's instances (trainingNodes of the chosen size)."""
         return self.idle + self.phase_total("training")
 
     @property
@@ -111,7 +112,7 @@ class CostEstimate:
         lines = [
             f"estimated cost per hour ({currency}, {self.table.priced_region} list prices "
             f"of {self.table.date}):",
-            f"  idle      {self.idle:9.3f}   (GPU cluster at 0 nodes costs nothing)",
+            f"  idle      {self.idle:9.3f}   (serverless training: no GPU exists between jobs)",
             f"  training  {self.training:9.3f}",
             f"  serving   {self.serving:9.3f}",
         ]
@@ -154,15 +155,12 @@ def estimate_costs(
                 estimate.lines.append(
                     CostLine("idle", resource.name, daily / HOURS_PER_DAY, detail)
                 )
-        elif resource.type == COMPUTE:
-            aml = input_at(inputs, "properties.properties") or {}
-            scale = aml.get("scaleSettings") or {}
-            low_priority = aml.get("vmPriority") == "LowPriority"
-            extra = " (dedicated price: an upper bound for low-priority)" if low_priority else ""
-            vm_size, max_nodes = aml["vmSize"], int(scale.get("maxNodeCount", 1))
-            if min_nodes := int(scale.get("minNodeCount", 0)):
-                _vm_line(estimate, "idle", resource.name, vm_size, min_nodes, " kept warm")
-            _vm_line(estimate, "training", resource.name, vm_size, max_nodes - min_nodes, extra)
+        elif resource.type == JOB:
+            vm_size = input_at(inputs, "properties.resources.instanceType")
+            nodes = int(input_at(inputs, "properties.resources.instanceCount") or 1)
+            spot = input_at(inputs, "properties.queueSettings.jobTier") == "Spot"
+            extra = " (dedicated price: an upper bound for Spot)" if spot else ""
+            _vm_line(estimate, "training", resource.name, str(vm_size), nodes, extra)
         elif resource.type == ONLINE_DEPLOYMENT:
             vm_size = input_at(inputs, "properties.instanceType")
             instances = int(input_at(inputs, "sku.capacity") or 1)

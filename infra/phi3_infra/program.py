@@ -9,12 +9,19 @@ from typing import Any
 import pulumi
 from pulumi_azure_native import authorization
 
-from phi3_infra.arm import client_from_environment
-from phi3_infra.compute import KNOWN_GPUS_PER_NODE, GpuCluster, GpuClusterArgs
+from phi3_infra.arm import ArmError, client_from_environment
 from phi3_infra.config import ConfigError, StackConfig, Stage, load_stack_config
 from phi3_infra.data import DataError, DataFile, TrainingData, TrainingDataArgs, validate_data
 from phi3_infra.foundation import Foundation, FoundationArgs, OnFoundationArgs
-from phi3_infra.identity import WorkloadIdentity
+from phi3_infra.identity import (
+    ENDPOINT_PRINCIPAL,
+    WORKLOAD_PRINCIPAL,
+    EndpointIdentity,
+    IdentityArgs,
+    WorkloadIdentity,
+    endpoint_grants,
+    workload_grants,
+)
 from phi3_infra.images import (
     ContainerImages,
     ImageContextError,
@@ -29,25 +36,34 @@ from phi3_infra.preflight import (
     PreflightFailed,
     PreflightRequest,
     PreflightUnavailable,
-    require_gpu_sku,
+    ServingRequest,
+    require_fit,
 )
 from phi3_infra.rbac import Deployer
-from phi3_infra.serving import ServingArgs, ServingEndpoint
+from phi3_infra.serving import DEPLOYMENT_NAME, ServingArgs, ServingEndpoint
 from phi3_infra.tags import stack_tags
-from phi3_infra.training import TrainingInputs, TrainingJob, TrainingJobArgs
+from phi3_infra.training import (
+    JobSizing,
+    TrainingInputs,
+    TrainingJob,
+    TrainingJobArgs,
+    existing_job_sizing,
+    job_path,
+)
+from phi3_infra.vm_sizes import known_gpus_per_node
 from phi3_infra.waiting import studio_run_url
 from phi3_infra.workspace import FoundryWorkspace
 
-GPU_CLUSTER_NAME = "gpu-cluster"
 SKIPPED_PREFLIGHT_WARNING = (
-    "skipPreflight is set: VM size, quota, resource-provider and soft-deleted-name checks are "
-    "skipped, so a missing quota or a blocked name fails late, after other resources exist."
+    "skipPreflight is set: VM size, training and serving quota, resource-provider, name "
+    "availability and soft-deleted-name checks are skipped, so a missing quota or a taken name "
+    "fails late, after other resources exist."
 )
 
 
 @dataclass(frozen=True)
 class GpuChoice:
-    """The VM size the cluster gets, and whether a preflight against Azure chose it."""
+    """The VM size training runs on, and whether a preflight against Azure chose it."""
 
     vm_size: str
     vcpus_per_node: int | None
@@ -58,37 +74,100 @@ class GpuChoice:
     def gpus(self) -> int:
         """GPUs per node for the job's process count: Azure's figure, else the known table;
         an unknown size runs one process per node."""
-        return self.gpus_per_node or KNOWN_GPUS_PER_NODE.get(self.vm_size, 1)
+        return self.gpus_per_node or known_gpus_per_node(self.vm_size)
 
 
-Preflight = Callable[[StackConfig, StackNames], GpuChoice]
+# (checked inputs, the size the stack's existing training job ran on, if any) -> training size
+Preflight = Callable[["Validated", str | None], GpuChoice]
 
 
-def quota_preflight(config: StackConfig, names: StackNames) -> GpuChoice:
-    """Ask Azure, before any resource exists, which candidate size fits; raise if none does."""
-    if config.skip_preflight:
-        pulumi.log.warn(SKIPPED_PREFLIGHT_WARNING)
-        return GpuChoice(config.gpu_skus[0], None, checked=False)
-    # A blocking invoke, not a resource: the subscription is needed before anything is registered.
-    subscription_id = authorization.get_client_config().subscription_id
-    request = PreflightRequest(
+def preflight_request(checked: Validated, fixed_sku: str | None) -> PreflightRequest:
+    """What the stack will ask Azure for, by stage: training quota only when it trains (and none
+    for a size it already trained on), serving quota only when it serves; names and providers
+    always."""
+    config, names, subscription_id = checked.config, checked.names, checked.subscription_id
+    trains = config.uses(Stage.TRAIN)
+    serving = None
+    if config.uses(Stage.SERVE):
+        deployment_id = (
+            f"/subscriptions/{subscription_id}/resourceGroups/{names.resource_group}/providers/"
+            f"Microsoft.MachineLearningServices/workspaces/{names.project}/onlineEndpoints/"
+            f"{names.online_endpoint}/deployments/{DEPLOYMENT_NAME}"
+        )
+        serving = ServingRequest(
+            config.serving_instance_type, config.serving_instance_count, deployment_id
+        )
+    return PreflightRequest(
         subscription_id=subscription_id,
         regions=(config.location,),
-        skus=config.gpu_skus,
-        max_nodes=config.max_nodes,
+        skus=config.gpu_skus if trains else (),
+        training_nodes=config.training_nodes,
         low_priority=config.low_priority,
+        fixed_sku=fixed_sku if trains else None,
+        serving=serving,
         key_vault_names=(names.key_vault,),
         workspace_names=(names.hub, names.project),
-        compute_name=GPU_CLUSTER_NAME,
+        unique_names=names.globally_unique(),
+        resource_group=names.resource_group,
     )
-    with client_from_environment() as client:
-        chosen = require_gpu_sku(client, request)
-    return GpuChoice(chosen.sku, chosen.vcpus_per_node, True, chosen.gpus_per_node)
 
 
-def offline_gpu_choice(config: StackConfig, names: StackNames) -> GpuChoice:
-    """For the offline plan: no Azure to ask, so the first candidate stands in, unchecked."""
-    return GpuChoice(config.gpu_skus[0], None, checked=False)
+def quota_preflight(checked: Validated, fixed_sku: str | None) -> GpuChoice:
+    """Ask Azure, before any resource exists, whether the stack fits (names, providers, training
+    and serving quota) and which training size it gets; raise if anything does not fit."""
+    config = checked.config
+    unchecked = GpuChoice(fixed_sku or config.gpu_skus[0], None, checked=False)
+    if config.skip_preflight:
+        pulumi.log.warn(SKIPPED_PREFLIGHT_WARNING)
+        return unchecked
+    try:
+        client = client_from_environment()
+    except ArmError as error:  # sign-in settings incomplete (credentials.py names the variable)
+        raise PreflightUnavailable(f"Preflight could not sign in to Azure: {error}") from None
+    with client:
+        report = require_fit(client, preflight_request(checked, fixed_sku))
+    for warning in report.warnings:
+        pulumi.log.warn(warning)
+    chosen = report.regions[0].chosen
+    if chosen is None:  # the stack trains nothing: the first candidate stands for it, unchecked
+        return unchecked
+    return GpuChoice(chosen.sku, chosen.vcpus_per_node or None, True, chosen.gpus_per_node or None)
+
+
+# checked inputs -> the sizing of the stack's training job if Azure already has it
+TrainingLookup = Callable[["Validated"], JobSizing | None]
+
+
+def existing_training(checked: Validated) -> JobSizing | None:
+    """This stack's training job as Azure has it, looked up by its name (known from the inputs
+    alone): on a re-run its size and tier stay, so a quota change or `skipPreflight` never
+    re-picks the size, which would replace the job and retrain. Asked even with the preflight
+    skipped: it reads the project, not quotas."""
+    if not checked.config.uses(Stage.TRAIN):
+        return None
+    names = checked.names
+    job_name = training_inputs(checked).job_name
+    path = job_path(checked.subscription_id, names.resource_group, names.project, job_name)
+    try:
+        with client_from_environment() as client:
+            return existing_job_sizing(client, path)
+    except ArmError as error:
+        raise PreflightUnavailable(
+            f"could not look up whether training job {job_name} already exists in project "
+            f"{names.project} ({type(error).__name__}): {error}. Sign in with `az login` (or set "
+            "the service principal variables) and make sure you can read the resource group."
+        ) from None
+
+
+def no_existing_training(checked: Validated) -> JobSizing | None:
+    """For the offline plan: no Azure to ask, so no job exists yet."""
+    return None
+
+
+def offline_gpu_choice(checked: Validated, fixed_sku: str | None) -> GpuChoice:
+    """For the offline plan: no Azure to ask, so the trained-on size or the first candidate
+    stands in, unchecked."""
+    return GpuChoice(fixed_sku or checked.config.gpu_skus[0], None, checked=False)
 
 
 def offline_registry_token(login_server: str, tenant_id: str) -> str:
@@ -133,31 +212,24 @@ def build_environment(config: StackConfig, names: StackNames) -> Environment:
     on_foundation = OnFoundationArgs(
         names=names, foundation=foundation, tags=tags, subscription_id=client.subscription_id
     )
-    identity = WorkloadIdentity("workload-identity", on_foundation)
-    workspace = FoundryWorkspace("foundry", on_foundation)
-    return Environment(config, names, tags, foundation, identity, workspace, client)
-
-
-def build_gpu_cluster(env: Environment, gpu: GpuChoice) -> GpuCluster:
-    """The training cluster, in the project where the jobs run, pulling and mounting as the
-    workload identity."""
-    return GpuCluster(
-        GPU_CLUSTER_NAME,
-        GpuClusterArgs(
-            resource_group_name=env.foundation.resource_group.name,
-            workspace_name=env.workspace.project.name,
-            location=env.config.location,
-            vm_size=gpu.vm_size,
-            max_nodes=env.config.max_nodes,
-            low_priority=env.config.low_priority,
-            idle_seconds_before_scale_down=env.config.idle_seconds_before_scale_down,
-            identity_id=env.identity.identity.id,
-            tags=env.tags,
-            compute_name=GPU_CLUSTER_NAME,
-            vcpus_per_node=gpu.vcpus_per_node,
-            depends_on=env.identity.role_assignments,
+    identity = WorkloadIdentity(
+        "workload-identity",
+        IdentityArgs(
+            azure_name=names.identity,
+            principal_role=WORKLOAD_PRINCIPAL,
+            resource_group_name=foundation.resource_group.name,
+            location=foundation.resource_group.location,
+            grants=workload_grants(
+                resource_group=(names.resource_group, foundation.resource_group.id),
+                storage_account=(names.storage_account, foundation.storage_account.id),
+                container_registry=(names.container_registry, foundation.container_registry.id),
+            ),
+            subscription_id=client.subscription_id,
+            tags=tags,
         ),
     )
+    workspace = FoundryWorkspace("foundry", on_foundation, job_identity_id=identity.identity.id)
+    return Environment(config, names, tags, foundation, identity, workspace, client)
 
 
 @dataclass(frozen=True)
@@ -168,17 +240,22 @@ class Validated:
     names: StackNames
     data_files: list[DataFile]
     images: dict[str, ImageSource]
+    subscription_id: str  # the subscription `pulumi up` deploys to; the names hash it
 
 
-def check_inputs(config: StackConfig, names: StackNames) -> Validated:
+def check_inputs(config: StackConfig, names: StackNames, subscription_id: str) -> Validated:
     """The data and the image contexts the stages need; raises before any resource exists."""
     data_files = validate_data(config) if config.uses(Stage.TRAIN) else []
-    return Validated(config, names, data_files, image_sources(config))
+    return Validated(config, names, data_files, image_sources(config), subscription_id)
 
 
 def validate_inputs() -> Validated:
     config = load_stack_config()
-    return check_inputs(config, stack_names(config, pulumi.get_project(), pulumi.get_stack()))
+    # A blocking invoke, not a resource: the global names hash the subscription id, and they are
+    # needed before anything is registered.
+    subscription_id = authorization.get_client_config().subscription_id
+    names = stack_names(config, pulumi.get_project(), pulumi.get_stack(), subscription_id)
+    return check_inputs(config, names, subscription_id)
 
 
 def build_images(
@@ -200,24 +277,22 @@ def build_images(
     )
 
 
-def training_inputs(checked: Validated, gpu: GpuChoice) -> TrainingInputs:
-    """What decides the trained model, hence the job's name (known before any resource)."""
+def training_inputs(checked: Validated) -> TrainingInputs:
+    """What decides which run this is, hence the job's name (known before Azure is asked)."""
     config = checked.config
     return TrainingInputs(
         trainer_image=checked.images["trainer"].identity,
         data_sha256={file.role: file.sha256 for file in checked.data_files},
         base_model=config.base_model,
         trainer_args=config.trainer_args or {},
-        vm_size=gpu.vm_size,
-        nodes=config.max_nodes,
-        gpus_per_node=gpu.gpus,
+        gpu_candidates=config.gpu_skus,
+        nodes=config.training_nodes,
     )
 
 
 def build_training(
     env: Environment,
-    gpu: GpuChoice,
-    cluster: GpuCluster,
+    sizing: JobSizing,
     images: ContainerImages,
     checked: Validated,
 ) -> TrainingJob:
@@ -234,19 +309,18 @@ def build_training(
             tags=env.tags,
         ),
     )
-    inputs = training_inputs(checked, gpu)
     return TrainingJob(
         "training",
         TrainingJobArgs(
             config=config,
-            inputs=inputs,
+            inputs=training_inputs(checked),
+            sizing=sizing,
             data_files=checked.data_files,
             data_assets=data.assets,
             trainer_image_ref=images.refs["trainer"],
             resource_group_name=foundation.resource_group.name,
             workspace_name=project.name,
             workspace_id=project.id,
-            compute_id=cluster.compute.id,
             identity_id=env.identity.identity.id,
             identity_client_id=env.identity.identity.client_id,
             identity_principal_id=env.identity.identity.principal_id,
@@ -256,10 +330,29 @@ def build_training(
             tags=env.tags,
             depends_on=[
                 *env.identity.role_assignments,
-                *env.workspace.role_assignments,
                 *data.versions,
                 images,
             ],
+        ),
+    )
+
+
+def build_endpoint_identity(env: Environment) -> EndpointIdentity:
+    """The internet-facing endpoint's own identity: image pull and model read, nothing more."""
+    foundation, names = env.foundation, env.names
+    return EndpointIdentity(
+        "serving-identity",
+        IdentityArgs(
+            azure_name=names.endpoint_identity,
+            principal_role=ENDPOINT_PRINCIPAL,
+            resource_group_name=foundation.resource_group.name,
+            location=foundation.resource_group.location,
+            grants=endpoint_grants(
+                storage_account=(names.storage_account, foundation.storage_account.id),
+                container_registry=(names.container_registry, foundation.container_registry.id),
+            ),
+            subscription_id=env.client.subscription_id,
+            tags=env.tags,
         ),
     )
 
@@ -280,6 +373,7 @@ def build_serving(
         name, version = reference
         model_id = pulumi.Output.concat(project.id, f"/models/{name}/versions/{version}")
         model_dependencies = [project]
+    endpoint_identity = build_endpoint_identity(env)
     return ServingEndpoint(
         "serving",
         ServingArgs(
@@ -290,9 +384,10 @@ def build_serving(
             model_id=model_id,
             resource_group_name=env.foundation.resource_group.name,
             workspace_name=project.name,
-            identity_id=env.identity.identity.id,
+            identity_id=endpoint_identity.identity.id,
             tags=env.tags,
-            depends_on=[*model_dependencies, *env.identity.role_assignments, images],
+            # The deployment pulls the image and reads the model as the endpoint identity.
+            depends_on=[*model_dependencies, *endpoint_identity.role_assignments, images],
         ),
     )
 
@@ -319,20 +414,20 @@ def stack_outputs(env: Environment) -> dict[str, Any]:
 def build_stack(
     preflight: Preflight = quota_preflight,
     registry_token: RegistryToken = exchange_acr_refresh_token,
+    find_training: TrainingLookup = existing_training,
 ) -> dict[str, Any]:
     """Everything `pulumi up` creates; returns the stack outputs. Also run offline by plan.py."""
     # Validation first: a bad key, bad data, a missing Dockerfile or a quota that does not fit
     # must stop the run before any resource is registered.
     checked = validate_inputs()
     config = checked.config
-    gpu = preflight(config, checked.names)
+    trained = find_training(checked)
+    gpu = preflight(checked, trained.vm_size if trained else None)
+    sizing = trained or JobSizing(gpu.vm_size, gpu.gpus, config.low_priority)
     env = build_environment(config, checked.names)
-    cluster = build_gpu_cluster(env, gpu)
     outputs = stack_outputs(env) | {
         "stages": [stage.value for stage in config.stages],
-        "gpuClusterName": cluster.compute.name,
-        "gpuVmSize": gpu.vm_size,
-        "gpuReservedVcpus": cluster.reserved_vcpus,
+        "gpuVmSize": gpu.vm_size,  # what training runs (or would run) on: serverless, per job
     }
     if not checked.images:
         return outputs
@@ -340,7 +435,7 @@ def build_stack(
     outputs |= {f"{role}Image": ref for role, ref in images.refs.items()}
     training = None
     if config.uses(Stage.TRAIN):
-        training = build_training(env, gpu, cluster, images, checked)
+        training = build_training(env, sizing, images, checked)
         outputs["trainingJobName"] = training.job_name
         outputs["trainingJobUrl"] = env.workspace.project.id.apply(
             lambda workspace_id: studio_run_url(training.job_name, workspace_id)

@@ -1,9 +1,17 @@
-"""The fine-tuning run: an Azure ML command job on the GPU cluster, and the wait for its end.
+"""The fine-tuning run: an Azure ML command job on serverless compute, and the wait for its end.
 
-The job's name is a hash of everything that decides its result (trainer image, data hashes, base
-model, trainer flags, VM size, node and GPU counts). Jobs are immutable in Azure ML, so a changed
-input means a new name, which Pulumi turns into a new run; an unchanged `pulumi up` finds the same
-name and trains nothing.
+Serverless, because compute clusters are not supported in hub projects (MicrosoftDocs/azure-ai-docs
+articles/machine-learning/concept-hub-workspace.md, "Supported capabilities by workspace kind");
+a command job without `computeId` runs on serverless compute sized by `resources.instanceType` /
+`instanceCount`, with `queueSettings.jobTier` Standard or Spot, drawing on the same Azure ML quota
+(articles/machine-learning/how-to-use-serverless-compute.md). Nothing exists between jobs, so idle
+costs nothing.
+
+The job's name is a hash of everything that decides which run it is (trainer image, data hashes,
+base model, trainer flags, the GPU candidate list and the node count). The size actually used is
+picked once, by the quota preflight, and kept: a re-run finds the job under the same name and
+reuses its size (`existing_job_sizing`), so a quota change never retrains. Jobs are immutable in
+Azure ML, so a changed input means a new name, which Pulumi turns into a new run.
 """
 
 from __future__ import annotations
@@ -20,13 +28,16 @@ import pulumi.dynamic
 from pulumi_azure_native import authorization
 from pulumi_azure_native import machinelearningservices as ml
 
-from phi3_infra.arm import client_from_environment
+from phi3_infra.arm import ArmClient, ArmNotFoundError, client_from_environment
 from phi3_infra.config import StackConfig, TrainerArg
 from phi3_infra.data import DataFile
 from phi3_infra.dynamic import replace_when_changed
 from phi3_infra.identity import WORKLOAD_PRINCIPAL
+from phi3_infra.immutable import asset_version_options, job_options
 from phi3_infra.rbac import BuiltInRole, assign_role
-from phi3_infra.waiting import Poll, wait_for_job
+from phi3_infra.teardown import JobCancellation
+from phi3_infra.trainer_flags import command_words
+from phi3_infra.waiting import ML_API_VERSION, Poll, wait_for_job
 
 JOB_NAME_PREFIX = "phi3-ft-"
 EXPERIMENT_NAME = "phi3-fine-tuning"
@@ -41,15 +52,14 @@ _POLL_INTERVAL_S = 60
 
 @dataclass(frozen=True)
 class TrainingInputs:
-    """Everything that decides what a training run produces."""
+    """Everything that decides which training run this is: known before Azure is asked."""
 
     trainer_image: str  # content tag or pinned reference
     data_sha256: Mapping[str, str]  # input role -> file hash
     base_model: str
     trainer_args: Mapping[str, TrainerArg]
-    vm_size: str
+    gpu_candidates: Sequence[str]  # the user's ranked sizes; the preflight picks one
     nodes: int
-    gpus_per_node: int
 
     def fingerprint(self) -> str:
         canonical = json.dumps(
@@ -58,9 +68,8 @@ class TrainingInputs:
                 "data": dict(self.data_sha256),
                 "base_model": self.base_model,
                 "trainer_args": dict(self.trainer_args),
-                "vm_size": self.vm_size,
+                "gpu_candidates": list(self.gpu_candidates),
                 "nodes": self.nodes,
-                "gpus_per_node": self.gpus_per_node,
             },
             sort_keys=True,
         )
@@ -71,24 +80,65 @@ class TrainingInputs:
         return JOB_NAME_PREFIX + self.fingerprint()
 
 
-def _flag_value(value: TrainerArg) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+@dataclass(frozen=True)
+class JobSizing:
+    """What the job runs on: one candidate size, its GPUs per node, and the job tier."""
+
+    vm_size: str
+    gpus_per_node: int
+    low_priority: bool
+
+    @property
+    def job_tier(self) -> ml.JobTier:
+        # Spot is serverless compute's low-priority tier (how-to-use-serverless-compute.md).
+        return ml.JobTier.SPOT if self.low_priority else ml.JobTier.STANDARD
+
+
+def job_path(subscription_id: str, resource_group: str, workspace: str, job_name: str) -> str:
+    return (
+        f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+        f"/providers/Microsoft.MachineLearningServices/workspaces/{workspace}/jobs/{job_name}"
+    )
+
+
+def existing_job_sizing(client: ArmClient, path: str) -> JobSizing | None:
+    """The sizing of a job this stack already submitted under `path`, or None if there is none
+    (nor its workspace or resource group yet: ARM answers 404 for each)."""
+    try:
+        job = client.get_json(path, ML_API_VERSION)
+    except ArmNotFoundError:
+        return None
+    properties = job.get("properties") or {}
+    resources = properties.get("resources") or {}
+    vm_size = resources.get("instanceType")
+    if not vm_size:
+        return None
+    distribution = properties.get("distribution") or {}
+    queue = properties.get("queueSettings") or {}
+    return JobSizing(
+        vm_size=vm_size,
+        gpus_per_node=int(distribution.get("processCountPerInstance") or 1),
+        low_priority=queue.get("jobTier") == ml.JobTier.SPOT.value,
+    )
+
+
+def _shell_word(word: str) -> str:
+    # Azure ML substitutes ${{...}} before the shell runs: leave those unquoted.
+    return word if word.startswith("${{") else shlex.quote(word)
 
 
 def trainer_command(
     data_roles: Sequence[str], base_model: str, trainer_args: Mapping[str, TrainerArg]
 ) -> str:
-    """`python -m phi3_trainer` with the job's inputs and output bound by Azure ML."""
-    flags = {"train_file": "${{inputs.train}}"}
+    """`python -m phi3_trainer` with the job's inputs and output bound by Azure ML; a list value
+    becomes one word per item after its flag (trainer_flags.command_words)."""
+    flags: dict[str, TrainerArg] = {"train_file": "${{inputs.train}}"}
     if "validation" in data_roles:
         flags["validation_file"] = "${{inputs.validation}}"
     flags |= {"model_name_or_path": base_model, "output_dir": "${{outputs.model}}"}
     parts = ["python", "-m", "phi3_trainer"]
-    for name, value in {**flags, **{k: _flag_value(v) for k, v in trainer_args.items()}}.items():
-        # Azure ML substitutes ${{...}} before the shell runs: leave those unquoted.
-        parts += [f"--{name}", value if value.startswith("${{") else shlex.quote(value)]
+    for name, value in {**flags, **trainer_args}.items():
+        parts += [f"--{name}", *(_shell_word(word) for word in command_words(value))]
     return " ".join(parts)
 
 
@@ -96,13 +146,13 @@ def trainer_command(
 class TrainingJobArgs:
     config: StackConfig
     inputs: TrainingInputs
+    sizing: JobSizing
     data_files: list[DataFile]
-    data_assets: Mapping[str, pulumi.Input[str]]  # role -> azureml:<name>:<version>
+    data_assets: Mapping[str, pulumi.Input[str]]  # role -> ARM id of the data version
     trainer_image_ref: pulumi.Input[str]
     resource_group_name: pulumi.Input[str]
     workspace_name: pulumi.Input[str]
     workspace_id: pulumi.Input[str]
-    compute_id: pulumi.Input[str]
     identity_id: pulumi.Input[str]
     identity_client_id: pulumi.Input[str]
     identity_principal_id: pulumi.Input[str]
@@ -128,7 +178,7 @@ class TrainingJob(pulumi.ComponentResource):
         self, name: str, args: TrainingJobArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("phi3:training:TrainingJob", name, None, opts)
-        config, inputs = args.config, args.inputs
+        config, inputs, sizing = args.config, args.inputs, args.sizing
         self.job_name = inputs.job_name
         environment = ml.EnvironmentVersion(
             "trainer-environment",
@@ -142,7 +192,7 @@ class TrainingJob(pulumi.ComponentResource):
                 description="Phi-3 trainer (python -m phi3_trainer)",
                 tags=dict(args.tags),
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=asset_version_options(self),
         )
         # The job reaches storage as its own identity (datastores are identity-based, shared
         # keys are off) and rw-mounts `outputs.model` on the default datastore: writing needs
@@ -163,7 +213,7 @@ class TrainingJob(pulumi.ComponentResource):
             subscription_id=args.subscription_id,
             parent=self,
         )
-        distributed = inputs.nodes > 1 or inputs.gpus_per_node > 1
+        distributed = inputs.nodes > 1 or sizing.gpus_per_node > 1
         self.job = ml.Job(
             "training-job",
             id=self.job_name,
@@ -177,7 +227,7 @@ class TrainingJob(pulumi.ComponentResource):
                     [data.role for data in args.data_files], inputs.base_model, inputs.trainer_args
                 ),
                 environment_id=environment.id,
-                compute_id=args.compute_id,
+                # No compute_id: the job runs on serverless compute (module docstring).
                 identity=ml.ManagedIdentityArgs(
                     identity_type="Managed",
                     client_id=args.identity_client_id,
@@ -199,12 +249,13 @@ class TrainingJob(pulumi.ComponentResource):
                 # NCCL and data-loader workers share memory through /dev/shm; Azure's 2g default
                 # is small for several GPUs.
                 resources=ml.JobResourceConfigurationArgs(
-                    instance_count=inputs.nodes, shm_size=SHM_SIZE
+                    instance_type=sizing.vm_size, instance_count=inputs.nodes, shm_size=SHM_SIZE
                 ),
+                queue_settings=ml.QueueSettingsArgs(job_tier=sizing.job_tier),
                 distribution=(
                     ml.PyTorchArgs(
                         distribution_type="PyTorch",
-                        process_count_per_instance=inputs.gpus_per_node,
+                        process_count_per_instance=sizing.gpus_per_node,
                     )
                     if distributed
                     else None
@@ -212,15 +263,18 @@ class TrainingJob(pulumi.ComponentResource):
                 # Azure ML sets MLFLOW_TRACKING_URI, which turns the trainer's MLflow logging on;
                 # its MLflow store rejects runs that log too many parameters.
                 environment_variables={"MLFLOW_MAX_LOG_PARAMS": "100"},
-                tags={**args.tags, "fingerprint": inputs.fingerprint()},
+                # No content tag (the name is the fingerprint): immutable.py says why.
+                tags=dict(args.tags),
             ),
-            # Jobs are immutable: a forced re-run of the same name (`pulumi up --replace`) must
-            # delete the old one first.
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=[*args.depends_on, self.output_writer],
-                delete_before_replace=True,
-            ),
+            # Jobs are immutable: never updated, and a forced re-run deletes the old one first.
+            opts=job_options(self, [*args.depends_on, self.output_writer]),
+        )
+        # Deleted before the job (it depends on it): `pulumi destroy` stops a running job and
+        # waits for it to end before the job and its workspace go.
+        self.cancellation = JobCancellation(
+            "training-job-cancellation",
+            job_id=self.job.id,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.job]),
         )
         self.completion, self.model = None, None
         if config.wait_for_training:
@@ -248,7 +302,7 @@ class TrainingJob(pulumi.ComponentResource):
                     description=f"Phi-3 fine-tuned by job {self.job_name} from {inputs.base_model}",
                     tags=dict(args.tags),
                 ),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.completion]),
+                opts=asset_version_options(self, [self.completion]),
             )
         self.register_outputs({"jobName": self.job_name, "jobId": self.job.id})
 

@@ -10,7 +10,7 @@ from scripts import plan
 
 # eastus2 runs the whole pipeline; swedencentral is infrastructure only.
 EASTUS2_RESOURCES = 41
-SWEDENCENTRAL_RESOURCES = 22
+SWEDENCENTRAL_RESOURCES = 17
 
 
 def test_json_plan_lists_every_resource_with_roles_and_policy_results(
@@ -33,12 +33,14 @@ def test_json_plan_lists_every_resource_with_roles_and_policy_results(
     }
     assert ("identity", "CONTRIBUTOR", "resourceGroups") in assignments
     assert ("identity", "ACR_PULL", "registries") in assignments
-    assert ("hub", "STORAGE_BLOB_DATA_CONTRIBUTOR", "storageAccounts") in assignments
+    # The endpoint pulls its image and reads its model as its own identity.
+    assert ("endpoint-identity", "ACR_PULL", "registries") in assignments
+    assert ("endpoint-identity", "STORAGE_BLOB_DATA_READER", "storageAccounts") in assignments
     # The data upload runs as whoever runs `pulumi up`.
     assert ("deployer", "STORAGE_BLOB_DATA_CONTRIBUTOR", "storageAccounts") in assignments
     # The training job writes its outputs as the workload identity.
     assert ("identity", "STORAGE_BLOB_DATA_CONTRIBUTOR", "storageAccounts") in assignments
-    assert len(assignments) == 9
+    assert len(assignments) == 7  # none for the hub's and project's own identities
 
 
 def test_text_plan_covers_all_example_stacks(capsys: pytest.CaptureFixture[str]) -> None:
@@ -51,8 +53,7 @@ def test_text_plan_covers_all_example_stacks(capsys: pytest.CaptureFixture[str])
     assert "ACR_PULL -> registries/phi3acr" in out
     assert "(principal: identity, ServicePrincipal)" in out
     assert "allowSharedKeyAccess=False" in out
-    assert "vmSize=Standard_NC24ads_A100_v4" in out and "minNodeCount=0" in out
-    assert "gpuReservedVcpus = 24" in out
+    assert "gpuVmSize = Standard_NC24ads_A100_v4" in out
 
 
 def test_text_plan_shows_the_whole_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,6 +64,8 @@ def test_text_plan_shows_the_whole_pipeline(capsys: pytest.CaptureFixture[str]) 
         "image=phi3-trainer:",
         "image=phi3-server:",
         "dataUri=https://phi3st",
+        "resources.instanceType=Standard_NC24ads_A100_v4 resources.instanceCount=1",
+        "queueSettings.jobTier=Standard",
         "command=python -m phi3_trainer --train_file ${{inputs.train}}",
         "modelUri=azureml://jobs/phi3-ft-",
         "authMode=Key identity.type=UserAssigned",

@@ -10,7 +10,7 @@ import pytest
 
 from phi3_infra.config import DEFAULT_GPU_SKUS
 from phi3_infra.offline import stack_file_config
-from phi3_infra.pricing import COMPUTE, ONLINE_DEPLOYMENT, REGISTRY, PriceTable, estimate_costs
+from phi3_infra.pricing import JOB, ONLINE_DEPLOYMENT, REGISTRY, PriceTable, estimate_costs
 from scripts.plan import plan_stack
 
 
@@ -21,12 +21,13 @@ class Planned:
     inputs: dict[str, Any] = field(default_factory=dict)
 
 
-def cluster(
-    vm_size: str, max_nodes: int, min_nodes: int = 0, priority: str = "Dedicated"
-) -> Planned:
-    scale = {"minNodeCount": min_nodes, "maxNodeCount": max_nodes}
-    aml = {"vmSize": vm_size, "vmPriority": priority, "scaleSettings": scale}
-    return Planned(COMPUTE, "gpu", {"properties": {"properties": aml}})
+def job(vm_size: str, nodes: int, tier: str = "Standard") -> Planned:
+    """A serverless command job as the program plans it (resources + queueSettings)."""
+    properties = {
+        "resources": {"instanceType": vm_size, "instanceCount": nodes},
+        "queueSettings": {"jobTier": tier},
+    }
+    return Planned(JOB, "training-job", {"properties": properties})
 
 
 def test_price_table_is_dated_sourced_and_prices_every_default_size() -> None:
@@ -52,25 +53,25 @@ def test_example_stack_costs_almost_nothing_idle_one_a100_training_one_e4s_servi
     assert estimate.unpriced == []
     assert any("storage" in item for item in estimate.usage_based)
     text = estimate.render()
-    assert "GPU cluster at 0 nodes costs nothing" in text and "2026-11-21" in text
+    assert "no GPU exists between jobs" in text and "2026-11-21" in text
 
 
-def test_nodes_kept_warm_cost_while_idle_and_scale_with_max_nodes() -> None:
-    estimate = estimate_costs([cluster("Standard_NC24ads_A100_v4", max_nodes=4, min_nodes=1)])
-    assert estimate.idle == pytest.approx(3.673)
+def test_training_costs_every_node_of_the_job_and_nothing_idle() -> None:
+    estimate = estimate_costs([job("Standard_NC24ads_A100_v4", nodes=4)])
+    assert estimate.idle == 0
     assert estimate.training == pytest.approx(4 * 3.673)
 
 
-def test_low_priority_is_shown_as_an_upper_bound() -> None:
-    estimate = estimate_costs([cluster("Standard_NC24ads_A100_v4", 2, priority="LowPriority")])
+def test_spot_is_shown_as_an_upper_bound() -> None:
+    estimate = estimate_costs([job("Standard_NC24ads_A100_v4", 2, tier="Spot")])
     assert estimate.training == pytest.approx(2 * 3.673)
-    assert "upper bound for low-priority" in estimate.lines[0].detail
+    assert "upper bound for Spot" in estimate.lines[0].detail
 
 
 def test_unknown_sizes_and_tiers_are_listed_not_counted_as_free() -> None:
     estimate = estimate_costs(
         [
-            cluster("Standard_ND96isr_H200_v5", 1),
+            job("Standard_ND96isr_H200_v5", 1),
             Planned(REGISTRY, "acr", {"sku": {"name": "Ultra"}}),
         ]
     )

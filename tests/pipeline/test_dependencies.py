@@ -16,8 +16,7 @@ def run(full_run: OfflineRun) -> OfflineRun:
 
 
 @pytest.mark.parametrize("role", WORKLOAD_ROLES)
-def test_workload_roles_exist_before_the_cluster_and_the_job(run: OfflineRun, role: str) -> None:
-    assert run.waits_for("gpu-cluster-amlcompute", role)
+def test_workload_roles_exist_before_the_job(run: OfflineRun, role: str) -> None:
     assert run.waits_for("training-job", role)
 
 
@@ -28,11 +27,11 @@ def test_workload_roles_exist_before_the_cluster_and_the_job(run: OfflineRun, ro
         "trainer-environment",
         "train-data-upload",  # the blob is there
         "train-data",  # the data asset version
-        "gpu-cluster-amlcompute",
-        "project-storage-blob-data-contributor",  # the project writes the job's outputs
+        "project",  # the job runs as the identity the project holds
+        "workload-storage-blob-data-contributor",  # the job writes its outputs as it
     ],
 )
-def test_the_job_comes_after_images_data_and_compute(run: OfflineRun, earlier: str) -> None:
+def test_the_job_comes_after_images_data_and_roles(run: OfflineRun, earlier: str) -> None:
     assert run.waits_for("training-job", earlier)
 
 
@@ -56,12 +55,27 @@ def test_the_endpoint_does_not_wait_for_its_deployment(run: OfflineRun) -> None:
     assert "traffic" not in run.named("online-endpoint").inputs["properties"]
 
 
-@pytest.mark.parametrize("purged", ["key-vault", "hub", "project"])
-def test_soft_deletable_resources_come_after_their_purge(run: OfflineRun, purged: str) -> None:
-    """So `pulumi destroy` deletes them first and purges them when the purge resource goes."""
-    assert run.waits_for(purged, "soft-delete-purge")
-    assert not run.waits_for("soft-delete-purge", purged)
+def test_the_vault_comes_after_its_purge(run: OfflineRun) -> None:
+    """So `pulumi destroy` deletes the vault first and purges it when the purge resource goes."""
+    assert run.waits_for("key-vault", "soft-delete-purge")
+    assert not run.waits_for("soft-delete-purge", "key-vault")
+
+
+@pytest.mark.parametrize("workspace", ["hub", "project"])
+def test_workspaces_come_after_their_permanent_delete(run: OfflineRun, workspace: str) -> None:
+    """Pulumi only forgets the workspaces (retained on delete); the step they depend on deletes
+    them with forceToPurge when it goes, after everything inside them is gone."""
+    assert run.waits_for(workspace, "workspace-permanent-delete")
+    assert not run.waits_for("workspace-permanent-delete", workspace)
 
 
 def test_the_purge_runs_before_the_resource_group_is_deleted(run: OfflineRun) -> None:
     assert run.waits_for("soft-delete-purge", "resource-group")
+
+
+def test_destroy_cancels_the_job_before_deleting_it(run: OfflineRun) -> None:
+    """The cancellation step depends on the job, so `pulumi destroy` deletes it (stopping a
+    running job and waiting for its end) before the job and its workspace."""
+    cancellation = run.named("training-job-cancellation")
+    assert run.waits_for("training-job-cancellation", "training-job")
+    assert cancellation.inputs["job_id"] == run.named("training-job").id

@@ -13,8 +13,8 @@ import pytest
 
 from phi3_infra.config import config_from_flat
 from phi3_infra.naming import stack_names
-from phi3_infra.offline import PROJECT, OfflineRun
-from phi3_infra.program import check_inputs, offline_gpu_choice, training_inputs
+from phi3_infra.offline import PROJECT, SUBSCRIPTION_ID, OfflineRun
+from phi3_infra.program import check_inputs, training_inputs
 from phi3_infra.rbac import BuiltInRole
 from tests.pipeline.conftest import BASE_CONFIG, STACK, Plan
 
@@ -35,10 +35,8 @@ def job_name(plan: Plan, tmp_path: Path) -> JobName:
         flat = BASE_CONFIG | {"phi3-foundry:trainingData": str(tmp_path / "train.jsonl")}
         flat |= {f"phi3-foundry:{key}": value for key, value in overrides.items()}
         config = config_from_flat(flat)
-        names = stack_names(config, PROJECT, STACK)
-        return training_inputs(
-            check_inputs(config, names), offline_gpu_choice(config, names)
-        ).job_name
+        names = stack_names(config, PROJECT, STACK, SUBSCRIPTION_ID)
+        return training_inputs(check_inputs(config, names, SUBSCRIPTION_ID)).job_name
 
     return name
 
@@ -61,7 +59,7 @@ def test_the_planned_job_is_the_derived_one_and_stable(plan: Plan, job_name: Job
         ("train.jsonl", {}),
         (None, {"trainerArgs": '{"num_train_epochs": 2}'}),
         (None, {"baseModel": "microsoft/Phi-3.5-mini-instruct"}),
-        (None, {"maxNodes": "2"}),
+        (None, {"trainingNodes": "2"}),
         (None, {"gpuSkus": '["Standard_NC48ads_A100_v4"]'}),
     ],
     ids=["trainer-code", "trainer-dockerfile", "data", "args", "base-model", "nodes", "vm-size"],
@@ -92,7 +90,7 @@ def test_what_does_not_change_the_model_keeps_the_job(job_name: JobName, tmp_pat
     (tmp_path / "training_image/phi3_trainer/__pycache__/x.pyc").write_bytes(b"\0")
     unrelated = {
         "owner": "someone-else@contoso.com",
-        "servingInstanceType": "Standard_NC4as_T4_v3",
+        "servingInstanceType": "Standard_E8s_v3",
         "requestTimeoutSeconds": "120",
         "trainingTimeoutMinutes": "60",
         "endpointAuthMode": "aadToken",
@@ -109,12 +107,19 @@ def test_changed_data_is_a_new_blob_and_asset_version(plan: Plan, tmp_path: Path
         assert after.named(name).inputs[key] != before.named(name).inputs[key]
 
 
-def test_the_job_runs_the_trainer_on_the_cluster_as_the_workload_identity(
+def test_the_job_runs_the_trainer_serverless_as_the_workload_identity(
     full_run: OfflineRun,
 ) -> None:
     name, properties = _job(full_run)
     assert properties["jobType"] == "Command"
-    assert properties["computeId"] == full_run.named("gpu-cluster-amlcompute").id
+    # Serverless compute: no computeId, the size and tier in resources / queueSettings.
+    assert "computeId" not in properties
+    assert properties["resources"] == {
+        "instanceType": "Standard_NC24ads_A100_v4",
+        "instanceCount": 1,
+        "shmSize": "16g",
+    }
+    assert properties["queueSettings"] == {"jobTier": "Standard"}
     assert properties["environmentId"] == full_run.named("trainer-environment").id
     identity = full_run.named("identity")
     assert properties["identity"] == {
@@ -126,7 +131,8 @@ def test_the_job_runs_the_trainer_on_the_cluster_as_the_workload_identity(
         "train": {
             "jobInputType": "uri_file",
             "mode": "ReadOnlyMount",
-            "uri": f"azureml:phi3-train:{full_run.named('train-data').inputs['version']}",
+            # The data version's ARM id, as the azure-ai-ml SDK sends it.
+            "uri": full_run.named("train-data").id,
         }
     }
     assert properties["outputs"] == {
@@ -163,7 +169,8 @@ def test_several_gpus_or_nodes_run_pytorch_distributed(plan: Plan) -> None:
         plan(
             stages='["infra", "train"]',
             gpuSkus='["Standard_NC48ads_A100_v4"]',
-            maxNodes="2",
+            trainingNodes="2",
+            lowPriority="true",
             trainerArgs='{"use_lora": false, "learning_rate": 1e-05}',
         )
     )
@@ -171,5 +178,19 @@ def test_several_gpus_or_nodes_run_pytorch_distributed(plan: Plan) -> None:
         "distributionType": "PyTorch",
         "processCountPerInstance": 2,
     }
-    assert properties["resources"] == {"instanceCount": 2, "shmSize": "16g"}
+    assert properties["resources"] == {
+        "instanceType": "Standard_NC48ads_A100_v4",
+        "instanceCount": 2,
+        "shmSize": "16g",
+    }
+    assert properties["queueSettings"] == {"jobTier": "Spot"}
     assert str(properties["command"]).endswith("--use_lora false --learning_rate 1e-05")
+
+
+def test_the_project_holds_the_identity_the_job_runs_as(full_run: OfflineRun) -> None:
+    """Serverless jobs run as a user-assigned identity of their workspace, never its
+    system-assigned one (how-to-use-serverless-compute.md)."""
+    _, properties = _job(full_run)
+    project_identity = full_run.named("project").inputs["identity"]
+    assert project_identity["type"] == "SystemAssigned,UserAssigned"
+    assert project_identity["userAssignedIdentities"] == [properties["identity"]["resourceId"]]
