@@ -26,6 +26,8 @@ from pulumi_azure_native import storage
 from phi3_infra.config import StackConfig
 from phi3_infra.dynamic import replace_when_changed
 from phi3_infra.paths import TRAINER_CONTEXT, project_path
+from phi3_infra.immutable import asset_version_options
+from phi3_infra.line_endings import read_as_sent
 from phi3_infra.rbac import BuiltInRole, Deployer, assign_to_deployer
 from phi3_infra.redaction import without_query
 
@@ -59,8 +61,9 @@ class DataFile:
 
     @property
     def blob_name(self) -> str:
-        # Content-addressed: changed data is a new blob and a new asset version.
-        return f"{self.role}/{self.sha256}/{self.path.name}"
+        # Content-addressed, and nothing else: changed data is a new blob and a new asset
+        # version, a renamed or moved file with the same bytes is neither.
+        return f"{self.role}/{self.sha256}.jsonl"
 
 
 def _validator() -> Any:
@@ -146,20 +149,6 @@ class _BlobUploadProvider(pulumi.dynamic.ResourceProvider):
     ) -> pulumi.dynamic.DiffResult:
         return replace_when_changed(olds, news, ("url",))
 
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        response = requests.delete(
-            props["url"],
-            headers={
-                "Authorization": f"Bearer {_storage_token()}",
-                "x-ms-version": BLOB_API_VERSION,
-            },
-            timeout=60,
-        )
-        if response.status_code not in (202, 404):
-            raise RuntimeError(
-                f"deleting {without_query(props['url'])} failed ({response.status_code})"
-            )
-
 
 class BlobUpload(pulumi.dynamic.Resource):
     url: pulumi.Output[str]
@@ -222,7 +211,11 @@ class TrainingData(pulumi.ComponentResource):
                 pulumi.Output.concat(blob_endpoint, DATA_CONTAINER, "/", data.blob_name),
                 data.path,
                 data.sha256,
-                pulumi.ResourceOptions(parent=self, depends_on=[container, writer]),
+                # Kept when new data replaces it: the data version that points at this blob is
+                # kept too (immutable.py); both go with the storage account and the project.
+                pulumi.ResourceOptions(
+                    parent=self, depends_on=[container, writer], retain_on_delete=True
+                ),
             )
             version = ml.DataVersion(
                 f"{data.role}-data",
@@ -233,10 +226,12 @@ class TrainingData(pulumi.ComponentResource):
                 properties=ml.UriFileDataVersionArgs(
                     data_type="uri_file",
                     data_uri=upload.url,
-                    description=f"{data.path.name}: {data.records} chat records",
-                    tags={**args.tags, "sha256": data.sha256},
+                    # Content only (a version's data cannot change, immutable.py): the same
+                    # bytes under another file name are the same version, unchanged.
+                    description=f"{data.records} chat records, sha256 {data.sha256}",
+                    tags=dict(args.tags),
                 ),
-                opts=child,
+                opts=asset_version_options(self),
             )
             self.versions.append(version)
             # A job input names the data version by its ARM id: the SDK resolves the

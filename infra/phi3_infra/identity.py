@@ -1,57 +1,89 @@
-"""The workload's user-assigned managed identity and the three roles the reference workflow uses."""
+"""User-assigned managed identities, each with exactly the roles its workload needs.
+
+Two identities, so the internet-facing endpoint never holds what training needs:
+
+- the workload identity: serverless training jobs run as it (attached to the project, see
+  workspace.py); Contributor on the resource group, Storage Blob Data Reader on the storage account
+  and AcrPull on the registry (the training stage adds the output writer grant, see training.py);
+- the endpoint identity: the online deployment pulls its image and reads its model as it;
+  AcrPull on the registry and Storage Blob Data Reader on the storage account. A system-assigned
+  endpoint identity gets exactly these two automatically; a user-assigned one gets none, "you're
+  also responsible for assigning proper roles" (MicrosoftDocs/azure-ai-docs
+  articles/machine-learning/concept-endpoints-online-auth.md, "Automatic role assignment for
+  endpoint identity"; Azure/azureml-examples
+  cli/deploy-managed-online-endpoint-access-resource-uai.sh grants a user-assigned endpoint
+  identity the same two).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import pulumi
 from pulumi_azure_native import machinelearningservices as ml
 from pulumi_azure_native import managedidentity
 
-from phi3_infra.foundation import OnFoundationArgs
 from phi3_infra.rbac import BuiltInRole, assign_role
 
 WORKLOAD_PRINCIPAL = "workload"
+ENDPOINT_PRINCIPAL = "endpoint"
 
 
-class WorkloadIdentity(pulumi.ComponentResource):
-    """Identity that training jobs and endpoints run as: exactly three role assignments."""
+@dataclass(frozen=True)
+class Grant:
+    """One built-in role on one scope."""
+
+    scope_name: str  # the scope's deterministic Azure name, for the assignment's name
+    scope_id: pulumi.Input[str]
+    role: BuiltInRole
+
+
+@dataclass(frozen=True)
+class IdentityArgs:
+    azure_name: str
+    principal_role: str  # what the identity is in this stack: names its role assignments
+    resource_group_name: pulumi.Input[str]
+    location: pulumi.Input[str]
+    grants: Sequence[Grant]
+    subscription_id: pulumi.Input[str]
+    tags: Mapping[str, str]
+
+
+class _IdentityWithGrants(pulumi.ComponentResource):
+    """A user-assigned identity and its role assignments; ids out."""
+
+    identity: managedidentity.UserAssignedIdentity
+    role_assignments: list[pulumi.Resource]
 
     def __init__(
-        self, name: str, args: OnFoundationArgs, opts: pulumi.ResourceOptions | None = None
+        self,
+        type_name: str,
+        name: str,
+        args: IdentityArgs,
+        identity_name: str,
+        opts: pulumi.ResourceOptions | None,
     ) -> None:
-        super().__init__("phi3:infra:WorkloadIdentity", name, None, opts)
-        names, foundation = args.names, args.foundation
-
+        super().__init__(type_name, name, None, opts)
         self.identity = managedidentity.UserAssignedIdentity(
-            "identity",
-            resource_name_=names.identity,
-            resource_group_name=foundation.resource_group.name,
-            location=foundation.resource_group.location,
-            tags=args.tags,
+            identity_name,
+            resource_name_=args.azure_name,
+            resource_group_name=args.resource_group_name,
+            location=args.location,
+            tags=dict(args.tags),
             opts=pulumi.ResourceOptions(parent=self),
-        )
-        grants = (
-            # Manage jobs, computes and endpoints in the environment's resource group.
-            (names.resource_group, foundation.resource_group.id, BuiltInRole.CONTRIBUTOR),
-            # Read training data and base models from the hub's storage.
-            (
-                names.storage_account,
-                foundation.storage_account.id,
-                BuiltInRole.STORAGE_BLOB_DATA_READER,
-            ),
-            # Pull the trainer and server images without registry admin credentials.
-            (names.container_registry, foundation.container_registry.id, BuiltInRole.ACR_PULL),
         )
         self.role_assignments = [
             assign_role(
-                scope_name=scope_name,
-                scope_id=scope_id,
-                role=role,
-                principal_role=WORKLOAD_PRINCIPAL,
+                scope_name=grant.scope_name,
+                scope_id=grant.scope_id,
+                role=grant.role,
+                principal_role=args.principal_role,
                 principal_id=self.identity.principal_id,
                 subscription_id=args.subscription_id,
                 parent=self,
             )
-            for scope_name, scope_id, role in grants
+            for grant in args.grants
         ]
         self.register_outputs(
             {
@@ -62,8 +94,56 @@ class WorkloadIdentity(pulumi.ComponentResource):
         )
 
 
+class WorkloadIdentity(_IdentityWithGrants):
+    """The identity serverless training jobs run as."""
+
+    def __init__(
+        self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("phi3:infra:WorkloadIdentity", name, args, "identity", opts)
+
+
+class EndpointIdentity(_IdentityWithGrants):
+    """The identity the online endpoint's deployment runs as."""
+
+    def __init__(
+        self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("phi3:serving:EndpointIdentity", name, args, "endpoint-identity", opts)
+
+
+def workload_grants(
+    *,
+    resource_group: tuple[str, pulumi.Input[str]],
+    storage_account: tuple[str, pulumi.Input[str]],
+    container_registry: tuple[str, pulumi.Input[str]],
+) -> list[Grant]:
+    """(Azure name, ARM id) of each scope -> the workload identity's three grants."""
+    return [
+        # Manage jobs and read workspace resources in the environment's resource group.
+        Grant(*resource_group, BuiltInRole.CONTRIBUTOR),
+        # Read training data and base models from the hub's storage.
+        Grant(*storage_account, BuiltInRole.STORAGE_BLOB_DATA_READER),
+        # Pull the trainer image without registry admin credentials.
+        Grant(*container_registry, BuiltInRole.ACR_PULL),
+    ]
+
+
+def endpoint_grants(
+    *,
+    storage_account: tuple[str, pulumi.Input[str]],
+    container_registry: tuple[str, pulumi.Input[str]],
+) -> list[Grant]:
+    """What a managed online deployment needs to pull its image and read its model, nothing else
+    (concept-endpoints-online-auth.md, see the module docstring)."""
+    return [
+        Grant(*container_registry, BuiltInRole.ACR_PULL),
+        Grant(*storage_account, BuiltInRole.STORAGE_BLOB_DATA_READER),
+    ]
+
+
 def runs_as(identity_id: pulumi.Input[str]) -> ml.ManagedServiceIdentityArgs:
-    """The identity block of an Azure ML resource that runs as the workload identity."""
+    """The identity block of an Azure ML resource that runs as one user-assigned identity."""
     return ml.ManagedServiceIdentityArgs(
         type=ml.ManagedServiceIdentityType.USER_ASSIGNED, user_assigned_identities=[identity_id]
     )

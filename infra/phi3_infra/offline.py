@@ -188,6 +188,15 @@ def input_at(values: Mapping[str, Any], dotted: str) -> Any:
 
 @dataclass(frozen=True)
 class PlannedResource:
+@dataclass(frozen=True)
+class LifecycleOptions:
+    """The resource options the engine applies when it diffs and deletes (wire names)."""
+
+    ignore_changes: tuple[str, ...] = ()
+    retain_on_delete: bool = False
+    delete_before_replace: bool = False
+
+
     """One resource `pulumi up` would register, with the inputs it would send."""
 
     type: str
@@ -202,6 +211,7 @@ class PlannedResource:
     dependencies: frozenset[str] = frozenset()
 
     @property
+    options: LifecycleOptions = LifecycleOptions()
     def azure_name(self) -> str | None:
         return self.outputs.get("name") if self.custom else None
 
@@ -216,6 +226,7 @@ class _RecordingMonitor(MockMonitor):
         self.dependencies: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
 
+        self.options: dict[str, LifecycleOptions] = {}
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
@@ -229,6 +240,11 @@ class _RecordingMonitor(MockMonitor):
                 self.dependencies[response.urn] = frozenset(waits_for)
         return response
 
+                self.options[response.urn] = LifecycleOptions(
+                    ignore_changes=tuple(request.ignoreChanges),
+                    retain_on_delete=bool(request.retainOnDelete),
+                    delete_before_replace=request.deleteBeforeReplace,
+                )
 
 @dataclass
 class OfflineRun:
@@ -329,6 +345,7 @@ def _config_text(value: Any) -> str:
     """YAML scalars as the CLI passes them (`true`, `3`, `2027-01-31`), lists and maps as JSON."""
     if isinstance(value, str):
         return value
+                options=monitor.options[urn],
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | dict):

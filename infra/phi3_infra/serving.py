@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -25,6 +26,7 @@ from phi3_infra.arm import ArmClient, ArmNotFoundError, client_from_environment
 from phi3_infra.config import EndpointAuthMode, StackConfig
 from phi3_infra.dynamic import replace_when_changed
 from phi3_infra.identity import runs_as
+from phi3_infra.immutable import asset_version_options
 from phi3_infra.waiting import ML_API_VERSION, OperationFailed, Poll, poll_until_terminal
 
 SERVER_ENVIRONMENT = "phi3-server"
@@ -50,6 +52,20 @@ def server_environment_variables(config: StackConfig) -> dict[str, str]:
         "PHI3_SERVER_REQUEST_TIMEOUT": str(config.request_timeout_seconds),
         "PHI3_SERVER_MAX_CONCURRENT_REQUESTS": str(config.max_concurrent_requests),
     }
+
+
+def server_environment_version(image_identity: str) -> str:
+    """The version names everything the environment holds, the image and the routes the endpoint
+    forwards to: a version cannot change once registered (immutable.py), so a changed route
+    (Serving in infra/README.md) is a new version."""
+    canonical = json.dumps(
+        {
+            "image": image_identity,
+            "port": SERVER_PORT,
+            "routes": [LIVENESS_PATH, READINESS_PATH, SCORING_PATH],
+        }
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def openai_base_url(scoring_uri: str) -> str:
@@ -98,7 +114,6 @@ class ServingEndpoint(pulumi.ComponentResource):
     ) -> None:
         super().__init__("phi3:serving:ServingEndpoint", name, None, opts)
         config = args.config
-        child = pulumi.ResourceOptions(parent=self)
         in_workspace = _InWorkspace(
             resource_group_name=args.resource_group_name, workspace_name=args.workspace_name
         )
@@ -106,7 +121,7 @@ class ServingEndpoint(pulumi.ComponentResource):
         environment = ml.EnvironmentVersion(
             "server-environment",
             name=SERVER_ENVIRONMENT,
-            version=hashlib.sha256(args.server_image_identity.encode()).hexdigest()[:16],
+            version=server_environment_version(args.server_image_identity),
             properties=ml.EnvironmentVersionPropertiesArgs(
                 image=args.server_image_ref,
                 os_type=ml.OperatingSystemType.LINUX,
@@ -118,7 +133,7 @@ class ServingEndpoint(pulumi.ComponentResource):
                     scoring_route=ml.RouteArgs(path=SCORING_PATH, **route),
                 ),
             ),
-            opts=child,
+            opts=asset_version_options(self),
             **in_workspace,
         )
         self.endpoint = ml.OnlineEndpoint(

@@ -1,4 +1,18 @@
-"""Azure AI Foundry hub and project, and the storage roles their own identities need."""
+"""Azure AI Foundry hub and project.
+
+No role assignments for the workspaces' own identities: the resource provider creates them. The
+hub's system-assigned identity is "automatically assigned the role when you provision the hub.
+Don't manually change this role assignment" (Storage Blob Data Contributor on the hub's storage;
+MicrosoftDocs/azure-ai-docs articles/ai-foundry/how-to/disable-local-auth.md, "Scenarios for hub
+storage account role assignments"), and a project's identity gets a role assignment with an ABAC
+condition limited to the project's own containers (articles/machine-learning/
+concept-hub-workspace.md, "Storage"; how-to-identity-based-service-authentication.md, "Data
+isolation for shared resources").
+For a system-assigned workspace identity, role assignment creation is "Managed by Microsoft"
+(how-to-identity-based-service-authentication.md, "Workspace identity types"). Assigning one of
+them again is a 409 RoleAssignmentExists, and for the project it would widen its access to the
+whole account.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +22,7 @@ import pulumi
 from pulumi_azure_native import machinelearningservices as ml
 
 from phi3_infra.foundation import OnFoundationArgs
-from phi3_infra.rbac import BuiltInRole, assign_role
-
-# With identity-based system datastores and shared keys disabled, the service reaches the
-# default storage account as the workspace's own managed identity (Azure AI Foundry docs,
-# "Disable shared-key access for your hub's storage account"): blob containers hold job
-# inputs, outputs and models; file shares hold code snapshots and prompt flows.
-_DATASTORE_ROLES = (
-    BuiltInRole.STORAGE_BLOB_DATA_CONTRIBUTOR,
-    BuiltInRole.STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR,
-)
+from phi3_infra.teardown import PermanentWorkspaceDelete
 
 
 class _WorkspaceCommon(TypedDict):
@@ -25,28 +30,52 @@ class _WorkspaceCommon(TypedDict):
 
     resource_group_name: pulumi.Input[str]
     location: pulumi.Input[str]
-    identity: ml.ManagedServiceIdentityArgsDict
     sku: ml.SkuArgsDict
     tags: dict[str, str]
     opts: pulumi.ResourceOptions
 
 
 class FoundryWorkspace(pulumi.ComponentResource):
-    """A hub attached to the foundation's services, and one project in it."""
+    """A hub attached to the foundation's services, and one project in it that serverless jobs
+    can run in as `job_identity_id` (the ARM id of a user-assigned identity)."""
 
     def __init__(
-        self, name: str, args: OnFoundationArgs, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        args: OnFoundationArgs,
+        job_identity_id: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("phi3:infra:FoundryWorkspace", name, None, opts)
         names, foundation = args.names, args.foundation
+        # Depends on everything the workspaces use, the project's job identity included, and is
+        # depended on by the hub and the project: `pulumi destroy` forgets both, then deletes
+        # them permanently here (project first) while all they use still exists (teardown.py).
+        self.permanent_delete = PermanentWorkspaceDelete(
+            "workspace-permanent-delete",
+            subscription_id=args.subscription_id,
+            resource_group=foundation.resource_group.name,
+            workspaces=(names.project, names.hub),
+            uses=[
+                foundation.storage_account.id,
+                foundation.key_vault.id,
+                foundation.container_registry.id,
+                foundation.app_insights.id,
+                job_identity_id,
+            ],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         common = _WorkspaceCommon(
             resource_group_name=foundation.resource_group.name,
             location=foundation.resource_group.location,
-            identity={"type": ml.ManagedServiceIdentityType.SYSTEM_ASSIGNED},
             sku={"name": "Basic", "tier": ml.SkuTier.BASIC},
             tags=args.tags,
-            # Deleted before the purge resource, whose delete then purges them (teardown.py).
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[foundation.purge]),
+            # Azure ML keeps a workspace soft-deleted, its name blocked, unless it is deleted
+            # permanently at once: Pulumi only forgets these, and `permanent_delete` deletes
+            # them permanently once their contents are gone (teardown.py).
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.permanent_delete], retain_on_delete=True
+            ),
         )
 
         self.hub = ml.Workspace(
@@ -59,6 +88,7 @@ class FoundryWorkspace(pulumi.ComponentResource):
             container_registry=foundation.container_registry.id,
             application_insights=foundation.app_insights.id,
             system_datastores_auth_mode=ml.SystemDatastoresAuthMode.IDENTITY,
+            identity={"type": ml.ManagedServiceIdentityType.SYSTEM_ASSIGNED},
             **common,
         )
         self.project = ml.Workspace(
@@ -67,27 +97,18 @@ class FoundryWorkspace(pulumi.ComponentResource):
             kind="Project",
             friendly_name=f"Phi-3 fine-tuning project ({names.project})",
             hub_resource_id=self.hub.id,
+            # Serverless jobs run as a user-assigned identity of their workspace, never as its
+            # system-assigned one (articles/machine-learning/how-to-use-serverless-compute.md,
+            # "Identity support and credential passthrough"). Added next to the system-assigned
+            # identity, which stays the workspace's own (no primaryUserAssignedIdentity), so the
+            # resource provider keeps creating its roles (how-to-identity-based-service-
+            # authentication.md, "Add a user-assigned managed identity to a workspace in addition
+            # to a system-assigned identity"; request shape as in Azure/azure-rest-api-specs
+            # machinelearningservices stable/2025-12-01 examples/Workspace/create.json).
+            identity={
+                "type": ml.ManagedServiceIdentityType.SYSTEM_ASSIGNED_USER_ASSIGNED,
+                "user_assigned_identities": [job_identity_id],
+            },
             **common,
         )
-        # The hub reads and writes its system datastores; the project does the same for its own
-        # containers in the shared account (jobs and models registered in the project).
-        self.role_assignments = [
-            assign_role(
-                scope_name=names.storage_account,
-                scope_id=foundation.storage_account.id,
-                role=role,
-                principal_role=principal_role,
-                principal_id=workspace.identity.apply(_principal_id),
-                subscription_id=args.subscription_id,
-                parent=self,
-            )
-            for principal_role, workspace in (("hub", self.hub), ("project", self.project))
-            for role in _DATASTORE_ROLES
-        ]
         self.register_outputs({"hubId": self.hub.id, "projectId": self.project.id})
-
-
-def _principal_id(identity: ml.outputs.ManagedServiceIdentityResponse | None) -> str:
-    if identity is None:
-        raise ValueError("workspace has no managed identity; the system-assigned one is required")
-    return identity.principal_id

@@ -40,8 +40,10 @@ def test_a_missing_file_is_named(plan: Plan, tmp_path: Path) -> None:
 
 def test_relative_paths_are_read_from_the_project_folder(plan: Plan) -> None:
     run = plan(trainingData="scripts/data/capitals_chat.jsonl")
+    upload = run.named("train-data-upload").inputs
+    assert upload["path"].endswith("scripts/data/capitals_chat.jsonl")
     description = run.named("train-data").inputs["properties"]["description"]
-    assert description == "capitals_chat.jsonl: 240 chat records"
+    assert description == f"240 chat records, sha256 {upload['sha256']}"
 
 
 def test_data_goes_to_a_private_container_and_an_asset(full_run) -> None:  # type: ignore[no-untyped-def]
@@ -54,7 +56,11 @@ def test_data_goes_to_a_private_container_and_an_asset(full_run) -> None:  # typ
     assert asset["name"] == "phi3-train"
     assert asset["properties"]["dataType"] == "uri_file"
     assert asset["properties"]["dataUri"] == upload["url"]
-    assert asset["properties"]["tags"]["sha256"] == upload["sha256"]
+    # Named by its content alone: the blob and the version, whatever the file is called.
+    assert upload["url"].endswith(f"/train/{upload['sha256']}.jsonl")
+    assert asset["version"] == upload["sha256"][:16]
+    # New data replaces the upload, but the old data version still points at the old blob.
+    assert full_run.named("train-data-upload").options.retain_on_delete
     writer = full_run.named("deployer-storage-blob-data-contributor").inputs
     assert writer["scope"] == full_run.named("storage").id
     assert writer["principalType"] == "User"
@@ -101,7 +107,8 @@ def test_validation_runs_in_the_programs_own_environment(repo_root: Path) -> Non
         "import sys; from phi3_infra.config import parse_stack_config; "
         "from phi3_infra.data import validate_data; "
         "config = parse_stack_config({'location': 'eastus2', 'owner': 'o', "
-        "'expiresOn': '2027-01-01', 'trainingData': 'scripts/data/capitals_chat.jsonl'}); "
+        "'expiresOn': '2027-01-01', 'stages': ['infra', 'train'], "
+        "'trainingData': 'scripts/data/capitals_chat.jsonl'}); "
         "print(validate_data(config)[0].records); print(' '.join(sys.modules))"
     )
     env = {"PYTHONPATH": str(repo_root / "infra"), "PATH": ""}

@@ -22,11 +22,11 @@ def test_entra_id_auth_has_no_keys(plan: Plan) -> None:
     assert "primaryKey" not in run.outputs
 
 
-def test_endpoint_runs_as_the_workload_identity_and_exports_its_urls(full_run: OfflineRun) -> None:
+def test_endpoint_runs_as_its_own_identity_and_exports_its_urls(full_run: OfflineRun) -> None:
     endpoint = full_run.named("online-endpoint")
     assert endpoint.inputs["identity"] == {
         "type": "UserAssigned",
-        "userAssignedIdentities": [full_run.named("identity").id],
+        "userAssignedIdentities": [full_run.named("endpoint-identity").id],
     }
     name = endpoint.azure_name
     assert full_run.outputs["scoringUri"] == f"https://{name}.eastus2.inference.ml.azure.com/score"
