@@ -2,8 +2,9 @@
 
 One client for every ARM call the project makes outside Pulumi (preflight checks, job polling,
 purges): bearer-token auth from any azure-identity credential, retries on 429/5xx that honour
-Retry-After, a timeout on every call, `nextLink` paging, and typed errors so callers can tell
-"not allowed" from "not there" from "Azure is busy".
+Retry-After, a timeout on every call, `nextLink` paging, long-running operations followed to
+their end within a bounded wait, and typed errors so callers can tell "not allowed" from "not
+there" from "Azure is busy" from "the operation failed".
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import argparse
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,7 +33,14 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest, HttpResponse
 from urllib3.util.retry import Retry
 
-PUBLIC_CLOUD_ENDPOINT = "https://management.azure.com"
+from phi3_infra.credentials import (
+    AZURE_PUBLIC,
+    CredentialSettingsError,
+    cloud_from_environment,
+    credential_from_environment,
+)
+
+PUBLIC_CLOUD_ENDPOINT = AZURE_PUBLIC.resource_manager
 ENDPOINT_ENV_VAR = "AZURE_RESOURCE_MANAGER_ENDPOINT"
 # Refresh a shared token this long before it expires so no request carries a stale one.
 _TOKEN_REFRESH_MARGIN_S = 300
@@ -60,6 +69,32 @@ class ArmThrottledError(ArmError):
 
 class ArmUnavailableError(ArmError):
     """ARM could not be reached, timed out, or still failed with 5xx after the retries."""
+
+
+class OperationFailed(RuntimeError):
+    """The operation ended without success; the message carries Azure's reason."""
+
+
+class OperationTimedOut(TimeoutError):
+    """The operation was still running when the wait ran out; it keeps running in Azure."""
+
+
+@dataclass(frozen=True)
+class Poll:
+    """How to wait for an operation: at most `timeout_s`, asking every `interval_s` unless ARM
+    says how long to wait (Retry-After)."""
+
+    timeout_s: float
+    interval_s: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+def timed_out(what: str, state: str, poll: Poll, advice: str) -> OperationTimedOut:
+    """The error for a wait that ran out: `what` and its last state, then the caller's `advice`
+    (only the caller knows which setting or command helps with its operation)."""
+    message = f"{what} still {state} after {poll.timeout_s:.0f} s; it keeps running in Azure."
+    return OperationTimedOut(f"{message} {advice}".rstrip())
 
 
 class _SharedToken(TokenCredential):
@@ -199,15 +234,116 @@ class ArmClient:
         )
         return response.status_code
 
+    def delete_and_wait(
+        self,
+        path: str,
+        api_version: str,
+        poll: Poll,
+        what: str,
+        params: Mapping[str, str] | None = None,
+        advice: str = "",
+    ) -> int:
+        """DELETE and follow the operation to its end; returns the first answer's status: 200
+        or 202 (deleted now) or 204 (nothing was there). 404 raises ArmNotFoundError."""
+        response = self._send(
+            "DELETE", self._url(path), {"api-version": api_version, **(params or {})}
+        )
+        self._follow(response, poll, what, advice)
+        return response.status_code
+
+    def post_and_wait(
+        self,
+        path: str,
+        api_version: str,
+        poll: Poll,
+        what: str,
+        body: Mapping[str, Any] | None = None,
+        advice: str = "",
+    ) -> dict[str, Any]:
+        """POST an action that may run asynchronously (scheduleRun, cancel) and return its
+        result once it has ended; an action without a result reads as {}."""
+        response = self._send("POST", self._url(path), {"api-version": api_version}, body)
+        return self._follow(response, poll, what, advice)
+
+    def _follow(self, response: HttpResponse, poll: Poll, what: str, advice: str) -> dict[str, Any]:
+        """The result of the operation `response` started, by ARM's asynchronous-operation
+        contract (Azure/azure-resource-manager-rpc v1.0/async-api-reference.md; also
+        MicrosoftDocs/azure-docs articles/azure-resource-manager/management/async-operations.md):
+        a 201 or 202 names an Azure-AsyncOperation URL (an operation resource whose `status` ends
+        Succeeded, Failed or Canceled) and/or a Location URL (202 while the operation runs, then
+        what the request would have answered synchronously); Azure-AsyncOperation wins when both
+        come. Before each look it waits Retry-After (whole seconds) when ARM sent one, else
+        `poll.interval_s`; throttling and outages only delay the next look. A wait that runs out
+        names `what` and ends with the caller's `advice`.
+
+        Hand-written rather than azure-core's LROPoller/LROBasePolling (azure.core.polling
+        .base_polling; ARMPolling lives in azure-mgmt-core, not a dependency): those poll on a
+        background thread that outlives `result(timeout)`, sleep on the real clock, and report
+        a failed operation without Azure's error code and message. Here the wait ends at the
+        deadline, the clock is injectable for tests, and the errors are this module's."""
+        status_url = response.headers.get("Azure-AsyncOperation")
+        location = response.headers.get("Location")
+        monitor = status_url or location
+        if response.status_code not in (201, 202) or monitor is None:
+            if response.status_code == 202:
+                raise ArmError(
+                    f"{what}: ARM accepted the request (202) but named no Azure-AsyncOperation "
+                    "or Location header to follow it by",
+                    status=202,
+                )
+            return _json_or_empty(response)
+        method = response.request.method
+        deadline = poll.clock() + poll.timeout_s
+        state = "InProgress"
+        answer: HttpResponse | None = response
+        while True:
+            delay = _retry_after(answer, poll.interval_s)
+            if poll.clock() + delay > deadline:
+                raise timed_out(what, state, poll, advice)
+            poll.sleep(delay)
+            try:
+                answer = self._send("GET", self._same_origin(monitor, "operation URL"), {})
+            except (ArmThrottledError, ArmUnavailableError):
+                answer = None
+                continue
+            except ArmNotFoundError:
+                # A delete's result may live under the deleted resource and go with it
+                # (async-api-reference: "operationResults resource will not be accessible").
+                if method == "DELETE" and status_url is None:
+                    return {}
+                raise
+            if status_url is None:
+                if answer.status_code != 202:
+                    return _json_or_empty(answer)
+                monitor = answer.headers.get("Location") or monitor
+                continue
+            state = str(_json_or_empty(answer).get("status") or state)
+            if state in _OPERATION_ENDED_BADLY:
+                code, message = _error_detail(answer)
+                raise OperationFailed(f"{what} {state}: {code} {message}".rstrip())
+            if state == "Succeeded":
+                # A POST's result is at its Location, else at the status body's
+                # `resourceLocation`, else it is the status body (azure-core
+                # OperationResourcePolling.get_final_get_url); other methods' results are not
+                # needed here.
+                if method != "POST":
+                    return {}
+                body = _json_or_empty(answer)
+                result_url = location or body.get("resourceLocation")
+                if not result_url:
+                    return body
+                final = self._send("GET", self._same_origin(result_url, "operation URL"), {})
+                return _json_or_empty(final)
+
     def _url(self, path: str) -> str:
         if not path.startswith("/"):
             raise ValueError(f"ARM path must start with '/': {path!r}")
         return self.endpoint + path
 
-    def _same_origin(self, url: str) -> str:
+    def _same_origin(self, url: str, link: str = "nextLink") -> str:
         # The bearer token goes with every request: never follow a link to another host.
         if urlsplit(url)[:2] != urlsplit(self.endpoint)[:2]:
-            raise ArmError(f"refusing nextLink outside {self.endpoint}: {url}")
+            raise ArmError(f"refusing {link} outside {self.endpoint}: {url}")
         return url
 
     def _send(
@@ -252,24 +388,46 @@ def _json_or_empty(response: HttpResponse) -> dict[str, Any]:
     return body
 
 
-def client_from_environment(endpoint: str | None = None, **options: Any) -> ArmClient:
-    """The client `pulumi up` and the CLIs use: DefaultAzureCredential (the same chain as
-    azure-native) against `endpoint`, else $AZURE_RESOURCE_MANAGER_ENDPOINT, else public Azure."""
-    from azure.identity import DefaultAzureCredential
+# The terminal operation statuses besides Succeeded (async-api-reference, "Azure-AsyncOperation
+# Resource format"): anything else means the operation is still running.
+_OPERATION_ENDED_BADLY = frozenset({"Failed", "Canceled"})
 
-    base = endpoint or os.environ.get(ENDPOINT_ENV_VAR) or PUBLIC_CLOUD_ENDPOINT
-    return ArmClient(DefaultAzureCredential(), endpoint=base, **options)
+
+def _retry_after(response: HttpResponse | None, default_s: float) -> float:
+    """How long ARM asks to wait before the next look: Retry-After is whole seconds in ARM
+    (async-api-reference: "will not support http-date"); without one, `default_s`."""
+    value = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return max(0.0, float(value)) if value else default_s
+    except ValueError:
+        return default_s
+
+
+def client_from_environment(endpoint: str | None = None, **options: Any) -> ArmClient:
+    """The client `pulumi up` and the CLIs use, signed in as azure-native is (ARM_*, else
+    azure-identity's chain: credentials.py) against `endpoint`, else
+    $AZURE_RESOURCE_MANAGER_ENDPOINT, else the ARM of the ARM_ENVIRONMENT cloud (public Azure)."""
+    try:
+        credential = credential_from_environment()
+    except CredentialSettingsError as exc:
+        raise ArmAuthError(str(exc)) from None
+    cloud = cloud_from_environment() or AZURE_PUBLIC
+    base = endpoint or os.environ.get(ENDPOINT_ENV_VAR) or cloud.resource_manager
+    return ArmClient(credential, endpoint=base, **options)
 
 
 def add_arm_arguments(parser: argparse.ArgumentParser) -> None:
     """The `--subscription` and `--arm-endpoint` flags of every command-line tool that reads ARM."""
     parser.add_argument(
         "--subscription",
-        default=os.environ.get("AZURE_SUBSCRIPTION_ID"),
-        help="subscription id (default: $AZURE_SUBSCRIPTION_ID)",
+        default=os.environ.get("AZURE_SUBSCRIPTION_ID") or os.environ.get("ARM_SUBSCRIPTION_ID"),
+        help="subscription id (default: $AZURE_SUBSCRIPTION_ID, else $ARM_SUBSCRIPTION_ID)",
     )
     parser.add_argument(
         "--arm-endpoint",
         default=os.environ.get(ENDPOINT_ENV_VAR),
-        help=f"ARM base URL for sovereign clouds (default: ${ENDPOINT_ENV_VAR} or public Azure)",
+        help=(
+            f"ARM base URL (default: ${ENDPOINT_ENV_VAR}, else the ARM of the $ARM_ENVIRONMENT "
+            "cloud, public Azure by default)"
+        ),
     )

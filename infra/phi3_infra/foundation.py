@@ -62,8 +62,8 @@ class Foundation(pulumi.ComponentResource):
         in_group = _InResourceGroup(
             resource_group_name=self.resource_group.name, location=location, tags=tags, opts=child
         )
-        # Registered before the vault and the workspaces, which depend on it: `pulumi destroy`
-        # deletes them first, then purges them here, then deletes the group (see teardown.py).
+        # Registered before the vault, which depends on it: `pulumi destroy` deletes the vault
+        # first, then purges it here, then deletes the group (see teardown.py).
         self.purge = SoftDeletePurge(
             "soft-delete-purge",
             subscription_id=args.subscription_id,
@@ -71,7 +71,6 @@ class Foundation(pulumi.ComponentResource):
             location=location,
             key_vault=names.key_vault,
             purge_key_vault=not args.key_vault_purge_protection,
-            workspaces=(names.project, names.hub),
             opts=child,
         )
 

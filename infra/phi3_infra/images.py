@@ -8,7 +8,8 @@
 - `prebuilt`: references given in config, used as they are.
 
 The tag is the first 16 hex digits of a SHA-256 over every file the build would see (honouring
-`.dockerignore`), so an unchanged folder keeps its tag and nothing is rebuilt or retrained.
+`.dockerignore`), with text files' line endings as sent (LF, `line_endings`), so an unchanged
+folder keeps its tag, from any checkout, and nothing is rebuilt or retrained.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ import pulumi
 import pulumi.dynamic
 import requests
 
-from phi3_infra.arm import ArmClient, client_from_environment
+from phi3_infra.arm import ArmClient, ArmError, client_from_environment
 from phi3_infra.config import ImageBuild, StackConfig, Stage
 from phi3_infra.dynamic import replace_when_changed
+from phi3_infra.line_endings import read_as_sent
 from phi3_infra.paths import SERVER_CONTEXT, TRAINER_CONTEXT
 from phi3_infra.rbac import BuiltInRole, Deployer, assign_to_deployer
 from phi3_infra.redaction import without_query
@@ -95,20 +97,25 @@ def context_files(context: Path) -> list[str]:
 
 
 def context_hash(context: Path) -> str:
-    """SHA-256 over each sent file's path and bytes: the image's content address."""
+    """SHA-256 over each sent file's path and bytes (LF line endings, as `context_archive`
+    sends them): the image's content address, the same from a CRLF checkout."""
     digest = hashlib.sha256()
     for relative in context_files(context):
         digest.update(relative.encode() + b"\0")
-        digest.update((context / relative).read_bytes() + b"\0")
+        digest.update(read_as_sent(context / relative) + b"\0")
     return digest.hexdigest()
 
 
 def context_archive(context: Path) -> bytes:
-    """The context as the gzipped tar an ACR build run takes (same files as the hash)."""
+    """The context as the gzipped tar an ACR build run takes: the files and bytes the hash
+    covers, so the tag names exactly what the registry builds."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for relative in context_files(context):
-            archive.add(context / relative, arcname=relative, recursive=False)
+            data = read_as_sent(context / relative)
+            member = archive.gettarinfo(context / relative, arcname=relative)
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
     return buffer.getvalue()
 
 
@@ -165,9 +172,9 @@ def exchange_acr_refresh_token(
 ) -> str:
     """Trade an Entra ID access token for an ACR refresh token (POST /oauth2/exchange)."""
     if credential is None:
-        from azure.identity import DefaultAzureCredential
+        from phi3_infra.credentials import credential_from_environment
 
-        credential = DefaultAzureCredential()
+        credential = credential_from_environment()
     access_token = credential.get_token("https://management.azure.com/.default").token
     response = requests.post(
         f"{scheme}://{login_server}/oauth2/exchange",
@@ -311,9 +318,15 @@ def run_registry_build(
     """Upload the context, schedule an ACR build-and-push run, and wait for it to succeed."""
     upload = client.post_json(f"{registry_id}/listBuildSourceUploadUrl", ACR_API_VERSION)
     upload_build_source(upload["uploadUrl"], context_archive(context))
-    run = client.post_json(
+    # Registries_ScheduleRun is a long-running POST: 200 with the run, or 202 with no body
+    # (azure-rest-api-specs containerregistry 2019-06-01-preview containerregistry_build.json,
+    # examples/RegistriesScheduleRun.json); the run is then the operation's result, as the Azure
+    # CLI reads it (azure-cli containerapp `_utils.py`: LongRunningOperation(begin_schedule_run)).
+    run = client.post_and_wait(
         f"{registry_id}/scheduleRun",
         ACR_API_VERSION,
+        poll,
+        f"scheduling the registry build of {image}",
         {
             "type": "DockerBuildRequest",
             "imageNames": [image],
@@ -324,7 +337,13 @@ def run_registry_build(
             "timeout": _BUILD_TIMEOUT_S,
         },
     )
-    run_id = run["properties"]["runId"]
+    run_id = (run.get("properties") or {}).get("runId")
+    if not run_id:
+        raise ArmError(
+            f"scheduling the registry build of {image}: ARM answered without a run id; "
+            f"list the registry's runs with `az acr task list-runs --registry "
+            f"{registry_id.rsplit('/', 1)[-1]}` and rerun `pulumi up`"
+        )
     # The run's log link (listLogSasUrl) is a SAS URL: messages name the command that fetches
     # the log with the reader's own sign-in instead of printing a credential.
     logs_command = f"az acr task logs --registry {registry_id.rsplit('/', 1)[-1]} --run-id {run_id}"

@@ -1,12 +1,31 @@
-"""Purge what `pulumi destroy` leaves soft-deleted, so a destroyed stack blocks no name.
+"""What `pulumi destroy` does beyond deleting resources: it leaves no name blocked and nothing
+running.
 
-A deleted Key Vault stays soft-deleted (7 days here) and a deleted workspace blocks its name for
-14 days; azure-native has no purge option. `SoftDeletePurge` is registered right after the
-resource group and before the vault and workspaces, which depend on it: `pulumi destroy` deletes
-them first, then this resource, whose delete purges them, then the resource group.
+- Workspaces. Azure ML soft-deletes a workspace unless it is deleted permanently *when* it is
+  deleted (`DELETE .../workspaces/{name}?forceToPurge=true`; MicrosoftDocs/azure-ai-docs
+  articles/machine-learning/concept-soft-delete.md: "You could choose to permanently delete a
+  workspace at the time of deletion"), and a soft-deleted name stays blocked for 14 days. The
+  same request sent after a soft delete no longer finds the workspace (Azure/azure-cli#33756),
+  and azure-native's delete has no purge option. So the hub and the project are registered with
+  `retain_on_delete` (Pulumi forgets them without calling Azure) and `PermanentWorkspaceDelete`
+  deletes them: the project, then its hub, each permanently, each followed to its end.
+- Key Vault. A deleted vault stays soft-deleted (7 days here) and blocks its name;
+  `SoftDeletePurge` purges it after azure-native deleted it. With purge protection on, Azure
+  refuses any purge: the vault is left to expire (bump nameGeneration to redeploy).
+- Training job. `JobCancellation` cancels a job that is still running and waits until it has
+  stopped, so a destroyed stack pays for no GPU.
 
-With Key Vault purge protection on, Azure refuses any purge: the vault is left to expire and its
-name stays blocked (bump nameGeneration to redeploy).
+Pulumi deletes a resource only after everything that depends on it, so the order follows from
+the dependencies (workspace.py, foundation.py, training.py; `A <- B`: B depends on A, so B goes
+first):
+
+    resource group <- SoftDeletePurge <- key vault <- PermanentWorkspaceDelete <- hub <- project
+    resource group <- storage, registry, App Insights, job identity <- PermanentWorkspaceDelete
+    project <- job <- JobCancellation;  project <- endpoints, assets
+
+`pulumi destroy` removes the workspace contents first, then forgets project and hub, then
+`PermanentWorkspaceDelete` deletes both while everything they use still exists, then the vault
+and the other services go, then `SoftDeletePurge` purges the vault, then the resource group.
 """
 
 from __future__ import annotations
@@ -18,20 +37,16 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
-from phi3_infra.arm import ArmClient, ArmNotFoundError, client_from_environment
-from phi3_infra.waiting import ML_API_VERSION
+from phi3_infra.arm import ArmClient, ArmNotFoundError, Poll, client_from_environment
+from phi3_infra.dynamic import replace_when_changed
+from phi3_infra.waiting import ML_API_VERSION, cancel_job
 
 KEY_VAULT_API_VERSION = "2023-07-01"
-
-
-@dataclass(frozen=True)
-class PurgeTargets:
-    subscription_id: str
-    resource_group: str
-    location: str
-    key_vault: str
-    purge_key_vault: bool  # False with purge protection: Azure would refuse
-    workspaces: Sequence[str]  # children first: a project before its hub
+# Deleting a workspace or stopping a job takes minutes; the bounds keep a stuck one from
+# hanging the destroy.
+WORKSPACE_DELETE_POLL = Poll(timeout_s=1800, interval_s=15)
+JOB_CANCEL_POLL = Poll(timeout_s=1800, interval_s=30)
+_RERUN_ADVICE = "Run `pulumi destroy` again: it continues where this one stopped."
 
 
 @dataclass
@@ -40,12 +55,133 @@ class PurgeReport:
     already_gone: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
 
+    def log(self) -> None:
+        pulumi.log.info(
+            f"purged: {self.purged or 'nothing'}; already gone: {self.already_gone or '-'}; "
+            f"kept: {self.kept or '-'}"
+        )
+        for item in self.kept:
+            pulumi.log.warn(f"kept {item}")
 
-def _workspace_path(targets: PurgeTargets, workspace: str) -> str:
+
+# -- workspaces -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WorkspaceTargets:
+    subscription_id: str
+    resource_group: str
+    workspaces: Sequence[str]  # children first: a project before its hub
+
+
+def _workspace_path(targets: WorkspaceTargets, workspace: str) -> str:
     return (
         f"/subscriptions/{targets.subscription_id}/resourceGroups/{targets.resource_group}"
         f"/providers/Microsoft.MachineLearningServices/workspaces/{workspace}"
     )
+
+
+def delete_workspaces_permanently(
+    client: ArmClient, targets: WorkspaceTargets, poll: Poll
+) -> PurgeReport:
+    """Delete each workspace permanently, in order, each to its end before the next: a hub
+    cannot go while its project exists. No workspace there (404, or 204 "does not exist" in the
+    Workspaces_Delete spec) means already gone, unless an earlier soft delete holds its name."""
+    report = PurgeReport()
+    absent = []
+    for workspace in targets.workspaces:
+        try:
+            status = client.delete_and_wait(
+                _workspace_path(targets, workspace),
+                ML_API_VERSION,
+                poll,
+                f"permanent delete of workspace {workspace}",
+                {"forceToPurge": "true"},
+                advice=_RERUN_ADVICE,
+            )
+        except ArmNotFoundError:
+            status = 404
+        if status in (200, 202):
+            report.purged.append(f"workspace {workspace}")
+        else:
+            absent.append(workspace)
+    blocked = _soft_deleted(client, targets.subscription_id) if absent else set()
+    for workspace in absent:
+        if workspace.lower() in blocked:
+            report.kept.append(
+                f"workspace {workspace} (soft-deleted earlier: its name stays blocked until Azure "
+                "purges it after 14 days; delete it permanently in the portal under Azure Machine "
+                "Learning > Recently deleted, or bump phi3-foundry:nameGeneration)"
+            )
+        else:
+            report.already_gone.append(f"workspace {workspace}")
+    return report
+
+
+def _soft_deleted(client: ArmClient, subscription_id: str) -> set[str]:
+    """Names of the subscription's soft-deleted workspaces (the listing the portal's "Recently
+    deleted" view reads); none where ARM has no such type."""
+    path = f"/subscriptions/{subscription_id}/providers/Microsoft.MachineLearningServices"
+    try:
+        listing = list(client.list_json(f"{path}/deletedWorkspaces", ML_API_VERSION))
+    except ArmNotFoundError:
+        return set()
+    return {str(item.get("name", "")).lower() for item in listing}
+
+
+def _targets(props: dict[str, Any], kind: type[Any]) -> Any:
+    return kind(**{key: props[key] for key in kind.__dataclass_fields__})
+
+
+class _WorkspaceDeleteProvider(pulumi.dynamic.ResourceProvider):
+    """Nothing to create; on delete, delete the workspaces permanently (Pulumi only forgot them)."""
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        return pulumi.dynamic.CreateResult(id_=f"workspaces-{props['resource_group']}", outs=props)
+
+    def diff(
+        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.DiffResult:
+        # Other workspaces are a replacement: the old step's delete removes the old workspaces,
+        # which Pulumi retained when it replaced them.
+        return replace_when_changed(olds, news, ("subscription_id", "resource_group", "workspaces"))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        targets = _targets(props, WorkspaceTargets)
+        with client_from_environment() as client:
+            delete_workspaces_permanently(client, targets, WORKSPACE_DELETE_POLL).log()
+
+
+class PermanentWorkspaceDelete(pulumi.dynamic.Resource):
+    """Deletes `workspaces` (children first) permanently when it is deleted. The workspaces must
+    be `retain_on_delete` and depend on it; `uses` are the ARM ids of what they use (storage,
+    vault, registry, identities...): taking them as inputs makes this step depend on them, so
+    `pulumi destroy` deletes none of them before the workspaces are gone (module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        subscription_id: pulumi.Input[str],
+        resource_group: pulumi.Input[str],
+        workspaces: Sequence[str],
+        uses: Sequence[pulumi.Input[str]],
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        props = {
+            "subscription_id": subscription_id,
+            "resource_group": resource_group,
+            "workspaces": list(workspaces),
+            "uses": list(uses),
+        }
+        super().__init__(_WorkspaceDeleteProvider(), name, props, opts)
+
+
+# -- key vault ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PurgeTargets:
+    subscription_id: str
+    location: str
+    key_vault: str
+    purge_key_vault: bool  # False with purge protection: Azure would refuse
 
 
 def deleted_vault_path(subscription_id: str, location: str, vault: str) -> str:
@@ -56,17 +192,8 @@ def deleted_vault_path(subscription_id: str, location: str, vault: str) -> str:
 
 
 def purge_soft_deleted(client: ArmClient, targets: PurgeTargets) -> PurgeReport:
-    """Purge the workspaces and the vault; "not found" means already purged (or never deleted
-    softly) and counts as done."""
+    """Purge the deleted vault; "not found" means already purged and counts as done."""
     report = PurgeReport()
-    for workspace in targets.workspaces:
-        try:
-            client.delete(
-                _workspace_path(targets, workspace), ML_API_VERSION, {"forceToPurge": "true"}
-            )
-            report.purged.append(f"workspace {workspace}")
-        except ArmNotFoundError:
-            report.already_gone.append(f"workspace {workspace}")
     vault = f"key vault {targets.key_vault}"
     if not targets.purge_key_vault:
         report.kept.append(f"{vault} (purge protection: soft-deleted until it expires)")
@@ -84,7 +211,7 @@ def purge_soft_deleted(client: ArmClient, targets: PurgeTargets) -> PurgeReport:
 
 
 class _PurgeProvider(pulumi.dynamic.ResourceProvider):
-    """Nothing to create; on delete, purge (the resources it purges were deleted just before)."""
+    """Nothing to create; on delete, purge the vault (azure-native deleted it just before)."""
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         return pulumi.dynamic.CreateResult(id_=f"purge-{props['resource_group']}", outs=props)
@@ -101,17 +228,13 @@ class _PurgeProvider(pulumi.dynamic.ResourceProvider):
         return pulumi.dynamic.UpdateResult(outs=news)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        targets = PurgeTargets(**{key: props[key] for key in PurgeTargets.__dataclass_fields__})
         with client_from_environment() as client:
-            report = purge_soft_deleted(client, targets)
-        pulumi.log.info(
-            f"purged: {report.purged or 'nothing'}; already gone: {report.already_gone or '-'}; "
-            f"kept: {report.kept or '-'}"
-        )
+            purge_soft_deleted(client, _targets(props, PurgeTargets)).log()
 
 
 class SoftDeletePurge(pulumi.dynamic.Resource):
-    """Takes PurgeTargets' fields as inputs (the subscription and group may be outputs)."""
+    """Takes PurgeTargets' fields as inputs (the subscription may be an output); `resource_group`
+    ties it to the group, so it goes just before the group does."""
 
     def __init__(
         self,
@@ -122,7 +245,6 @@ class SoftDeletePurge(pulumi.dynamic.Resource):
         location: str,
         key_vault: str,
         purge_key_vault: bool,
-        workspaces: Sequence[str],
         opts: pulumi.ResourceOptions,
     ) -> None:
         props = {
@@ -131,6 +253,34 @@ class SoftDeletePurge(pulumi.dynamic.Resource):
             "location": location,
             "key_vault": key_vault,
             "purge_key_vault": purge_key_vault,
-            "workspaces": list(workspaces),
         }
         super().__init__(_PurgeProvider(), name, props, opts)
+
+
+# -- training job ---------------------------------------------------------------------------------
+class _JobCancellationProvider(pulumi.dynamic.ResourceProvider):
+    """Nothing to create; on delete, cancel the job if it still runs and wait until it stopped."""
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        return pulumi.dynamic.CreateResult(id_=f"cancel-{props['job_id']}", outs=props)
+
+    def diff(
+        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.DiffResult:
+        # A new job replaces the step: the old step's delete cancels the superseded job.
+        return replace_when_changed(olds, news, ("job_id",))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        with client_from_environment() as client:
+            status = cancel_job(client, props["job_id"], JOB_CANCEL_POLL)
+        pulumi.log.info(f"training job {props['job_id'].rsplit('/', 1)[-1]}: {status or 'gone'}")
+
+
+class JobCancellation(pulumi.dynamic.Resource):
+    """Cancels the job at ARM id `job_id` when it is deleted; it must depend on the job, so it
+    is deleted (and the job stopped) before the job and its workspace are."""
+
+    def __init__(
+        self, name: str, *, job_id: pulumi.Input[str], opts: pulumi.ResourceOptions
+    ) -> None:
+        super().__init__(_JobCancellationProvider(), name, {"job_id": job_id}, opts)

@@ -1,45 +1,53 @@
-"""Wait for a long-running Azure operation (a training job, a registry build) to finish.
+"""Wait for a long-running Azure operation (a training job, a registry build) to finish, and
+stop a training job that is still running.
 
-Plain functions over the ARM client, so the same code runs inside `pulumi up` (from a dynamic
-resource) and in tests against the fake ARM server, with the clock and sleep injectable.
+Plain functions over the ARM client, so the same code runs inside `pulumi up` and `pulumi
+destroy` (from a dynamic resource) and in tests against the fake ARM server, with the clock and
+sleep injectable.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-from phi3_infra.arm import ArmClient, ArmThrottledError, ArmUnavailableError
+from phi3_infra.arm import (
+    ArmClient,
+    ArmError,
+    ArmNotFoundError,
+    ArmThrottledError,
+    ArmUnavailableError,
+    OperationFailed,
+    OperationTimedOut,
+    Poll,
+    timed_out,
+)
+
+__all__ = [
+    "ML_API_VERSION",
+    "OperationFailed",
+    "OperationTimedOut",
+    "Poll",
+    "cancel_job",
+    "poll_until_terminal",
+    "wait_for_job",
+]
 
 ML_API_VERSION = "2024-10-01"
 STUDIO_URL = "https://ml.azure.com"
 # Azure ML job statuses after which nothing changes any more.
 JOB_SUCCEEDED = frozenset({"Completed"})
 JOB_FAILED = frozenset({"Failed", "Canceled", "NotResponding"})
+# Statuses after which a job holds no compute (JobStatus in the ML REST spec, mfe.json): a job
+# that is NotResponding may still hold its nodes, so it is cancelled like a running one.
+JOB_STOPPED = frozenset({"Completed", "Failed", "Canceled"})
 TRAINING_TIMEOUT_ADVICE = (
     "Raise phi3-foundry:trainingTimeoutMinutes, or set waitForTraining false and follow it in "
     "the studio."
 )
-
-
-class OperationFailed(RuntimeError):
-    """The operation ended without success; the message carries Azure's reason and a log link."""
-
-
-class OperationTimedOut(TimeoutError):
-    """The operation was still running when the wait ran out; it keeps running in Azure."""
-
-
-@dataclass(frozen=True)
-class Poll:
-    """How to wait: at most `timeout_s`, asking every `interval_s`."""
-
-    timeout_s: float
-    interval_s: float = 30.0
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
+CANCEL_ADVICE = (
+    "Run `pulumi destroy` again once the job shows Canceled in the studio, or cancel it there."
+)
 
 
 def poll_until_terminal(
@@ -67,10 +75,7 @@ def poll_until_terminal(
             if last_status in terminal:
                 return state
         if poll.clock() + poll.interval_s > deadline:
-            raise OperationTimedOut(
-                f"{what} still {last_status} after {poll.timeout_s:.0f} s; it keeps running in "
-                f"Azure. {advice}"
-            )
+            raise timed_out(what, last_status, poll, advice)
         poll.sleep(poll.interval_s)
 
 
@@ -117,3 +122,34 @@ def wait_for_job(client: ArmClient, path: str, workspace_id: str, poll: Poll) ->
             f"logs: {studio_link(job, workspace_id)} (Outputs + logs > user_logs/std_log.txt)"
         )
     return dict(job)
+
+
+def cancel_job(client: ArmClient, path: str, poll: Poll) -> str | None:
+    """Cancel the job at ARM `path` unless it has stopped already, and wait until it has;
+    returns the status it ends in, or None when there is no such job. Jobs_Cancel is a
+    long-running POST (202 and Location; azure-rest-api-specs machinelearningservices mfe.json,
+    examples/Job/cancel.json); the job reaches Canceled only after it (CancelRequested between)."""
+    name = path.rsplit("/", 1)[-1]
+    try:
+        status = _job_status(client, path)
+    except ArmNotFoundError:
+        return None
+    if status in JOB_STOPPED:
+        return status
+    what = f"cancelling training job {name}"
+    try:
+        client.post_and_wait(f"{path}/cancel", ML_API_VERSION, poll, what, advice=CANCEL_ADVICE)
+    except ArmError:
+        # The job may have stopped between the look and the request: then nothing is left to do.
+        status = _job_status(client, path)
+        if status not in JOB_STOPPED:
+            raise
+        return status
+    job = poll_until_terminal(
+        client, path, ML_API_VERSION, JOB_STOPPED, poll, f"training job {name}", CANCEL_ADVICE
+    )
+    return str(job["properties"]["status"])
+
+
+def _job_status(client: ArmClient, path: str) -> str:
+    return str(client.get_json(path, ML_API_VERSION)["properties"]["status"])

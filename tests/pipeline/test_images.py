@@ -18,6 +18,7 @@ from phi3_infra.paths import SERVER_CONTEXT, TRAINER_CONTEXT
 from phi3_infra.waiting import OperationFailed, OperationTimedOut, Poll
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import FixedToken
+from tests.fakes.clock import fake_poll
 from tests.pipeline.conftest import Plan, write_context
 
 REGISTRY = (
@@ -110,6 +111,21 @@ def test_registry_build_uploads_the_context_and_waits_for_the_run(
     uploaded = pipeline_arm.uploads[request["sourceLocation"]]
     with tarfile.open(fileobj=io.BytesIO(uploaded)) as archive:
         assert sorted(archive.getnames()) == context_files(context)
+
+
+def test_a_registry_run_scheduled_asynchronously_is_followed_to_the_run(
+    pipeline_arm: PipelineArm, arm_client: ArmClient, tmp_path: Path
+) -> None:
+    """scheduleRun may answer 202 without a body (RegistriesScheduleRun.json): the run id comes
+    from the operation's result, not from a body that is not there."""
+    pipeline_arm.schedule_run_status = "202"
+    pipeline_arm.script_run("cb10", "Queued", "Succeeded")
+    poll, _ = fake_poll(interval_s=10)
+    run = run_registry_build(arm_client, REGISTRY, write_context(tmp_path / "c", "p"), "x:1", poll)
+    assert run["properties"] == {"runId": "cb10", "status": "Succeeded", "runErrorMessage": ""}
+    operation = [c.status for c in pipeline_arm.fake.calls if "/operationResults/" in c.path]
+    assert operation == [202, 200]
+    assert len(pipeline_arm.fake.calls_to("/runs/cb10")) == 2
 
 
 def test_a_failed_registry_build_says_why_and_where_the_log_is(

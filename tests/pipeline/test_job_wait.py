@@ -9,6 +9,7 @@ from phi3_infra.arm import ArmClient, ArmNotFoundError
 from phi3_infra.waiting import OperationFailed, OperationTimedOut, Poll, wait_for_job
 from tests.fakes.arm_pipeline import PipelineArm, job_state
 from tests.fakes.arm_server import SUBSCRIPTION_ID
+from tests.fakes.clock import FakeClock, fake_poll
 
 JOB = "phi3-ft-0123456789abcdef"
 PATH = (
@@ -18,24 +19,8 @@ PATH = (
 WORKSPACE_ID = f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/rg/workspaces/proj"
 
 
-class FakeClock:
-    """Time that moves only when the waiter sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def _poll(timeout_s: float = 3600) -> tuple[Poll, FakeClock]:
-    clock = FakeClock()
-    return Poll(timeout_s=timeout_s, interval_s=60, clock=clock, sleep=clock.sleep), clock
+    return fake_poll(timeout_s=timeout_s, interval_s=60)
 
 
 def test_waits_through_queued_and_running_to_completed(
