@@ -7,8 +7,8 @@ does not answer.
 
 With `--stack`, the stack's outputs come from `pulumi stack output --json --show-secrets`
 (openAiBaseUrl, endpointAuthMode, primaryKey). An endpoint in aadToken mode gets an Entra ID token
-for https://ml.azure.com from azure-identity instead of a key. The key is read from the outputs
-or $PHI3_API_KEY, never printed.
+for https://ml.azure.com instead of a key, signed in like `pulumi up` (phi3_infra/credentials.py).
+The key is read from the outputs or $PHI3_API_KEY, never printed.
 
 Exit codes: 0 answered; 1 no answer or an empty one; 2 bad arguments or missing outputs.
 """
@@ -72,9 +72,10 @@ def connection(args: argparse.Namespace) -> tuple[str, str]:
             "and has `pulumi up` finished?"
         )
     if outputs.get("endpointAuthMode") == "aadToken":
-        from azure.identity import DefaultAzureCredential
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra"))
+        from phi3_infra.credentials import credential_from_environment
 
-        return base_url, DefaultAzureCredential().get_token(ML_TOKEN_SCOPE).token
+        return base_url, credential_from_environment().get_token(ML_TOKEN_SCOPE).token
     key = args.api_key or outputs.get("primaryKey")
     if not key:
         raise UsageError("no primaryKey in the outputs (were they read with --show-secrets?)")

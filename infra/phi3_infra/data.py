@@ -134,9 +134,10 @@ def upload_blob(
 
 
 def _storage_token() -> str:
-    from azure.identity import DefaultAzureCredential
+    # Signed in like every other call of the project (ARM_* as azure-native, else AZURE_*).
+    from phi3_infra.credentials import credential_from_environment
 
-    return str(DefaultAzureCredential().get_token(STORAGE_SCOPE).token)
+    return str(credential_from_environment().get_token(STORAGE_SCOPE).token)
 
 
 class _BlobUploadProvider(pulumi.dynamic.ResourceProvider):

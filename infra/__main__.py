@@ -1,5 +1,0 @@
-"""Entry point `pulumi up` runs (Pulumi.yaml: main: infra/)."""
-
-from phi3_infra.program import main
-
-main()
