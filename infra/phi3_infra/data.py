@@ -10,6 +10,7 @@ account has shared keys disabled, and azure-native's `storage.Blob` needs them
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -25,9 +26,9 @@ from pulumi_azure_native import storage
 
 from phi3_infra.config import StackConfig
 from phi3_infra.dynamic import replace_when_changed
-from phi3_infra.paths import TRAINER_CONTEXT, project_path
 from phi3_infra.immutable import asset_version_options
 from phi3_infra.line_endings import read_as_sent
+from phi3_infra.paths import TRAINER_CONTEXT, project_path
 from phi3_infra.rbac import BuiltInRole, Deployer, assign_to_deployer
 from phi3_infra.redaction import without_query
 
@@ -48,7 +49,7 @@ class DataError(ValueError):
 class DataFile:
     role: str  # "train" or "validation": the trainer input it feeds
     path: Path
-    sha256: str
+    sha256: str  # of the bytes uploaded (LF line endings), not of the file on disk
     records: int
 
     @property
@@ -89,7 +90,8 @@ def validate_data(config: StackConfig) -> list[DataFile]:
         if report.ok and not report.records:
             problems.append(f"{path}:0: no records")
         if report.ok and report.records:
-            files.append(DataFile(role, path, validator.sha256_of(path), len(report.records)))
+            sent = hashlib.sha256(read_as_sent(path)).hexdigest()
+            files.append(DataFile(role, path, sent, len(report.records)))
     if problems:
         shown = problems[:_MAX_PROBLEMS_SHOWN]
         if len(problems) > len(shown):
@@ -142,7 +144,8 @@ def _storage_token() -> str:
 
 class _BlobUploadProvider(pulumi.dynamic.ResourceProvider):
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        upload_blob(props["url"], Path(props["path"]).read_bytes(), _storage_token)
+        # The bytes the data hash (and so the blob name and data version) was computed over.
+        upload_blob(props["url"], read_as_sent(Path(props["path"])), _storage_token)
         return pulumi.dynamic.CreateResult(id_=props["url"], outs=props)
 
     def diff(

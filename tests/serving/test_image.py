@@ -5,25 +5,17 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.dockerfiles import arguments, conda_python
 from tests.serving.server_process import SERVER_MODULE
 
 IMAGE = Path(__file__).resolve().parents[2] / "serving_image"
+DOCKERFILE = IMAGE / "Dockerfile"
 LOCK = IMAGE.parent / "requirements" / "constraints.txt"
-
-
-def _instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined."""
-    text = re.sub(r"\\\n", " ", (IMAGE / "Dockerfile").read_text())
-    lines = [line.strip() for line in text.splitlines()]
-    return [
-        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
-        for line in lines
-        if line and not line.startswith("#")
-    ]
 
 
 def _pins(path: Path) -> dict[str, str]:
@@ -37,13 +29,13 @@ def _pins(path: Path) -> dict[str, str]:
 
 
 def test_entrypoint_is_the_module_the_tests_start() -> None:
-    entrypoints = [args for name, args in _instructions() if name == "ENTRYPOINT"]
+    entrypoints = arguments(DOCKERFILE, "ENTRYPOINT")
     assert [json.loads(e) for e in entrypoints] == [["python", "-m", SERVER_MODULE]]
 
 
 def test_hadolint_passes(repo_root: Path) -> None:
     result = subprocess.run(
-        [str(repo_root / ".venv" / "bin" / "hadolint"), str(IMAGE / "Dockerfile")],
+        [str(repo_root / ".venv" / "bin" / "hadolint"), str(DOCKERFILE)],
         capture_output=True,
         text=True,
         check=False,
@@ -51,12 +43,22 @@ def test_hadolint_passes(repo_root: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_base_image_is_pinned_and_user_is_not_root() -> None:
-    instructions = _instructions()
-    bases = [args for name, args in instructions if name == "FROM"]
-    assert all(re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base) for base in bases), bases
-    users = [args for name, args in instructions if name == "USER"]
-    assert users and users[-1].split(":")[0] not in ("root", "0")
+def test_base_is_azure_mls_inference_image_on_mcr_pinned_by_digest() -> None:
+    # Docker Hub's anonymous pulls from ACR Tasks are rate-limited; MCR's are not.
+    (base,) = arguments(DOCKERFILE, "FROM")
+    assert re.fullmatch(
+        r"mcr\.microsoft\.com/azureml/minimal-py\d+-inference(?::[\w.-]+)?@sha256:[0-9a-f]{64}",
+        base,
+    ), base
+
+
+def test_runs_as_a_numeric_non_root_user() -> None:
+    users = arguments(DOCKERFILE, "USER")
+    assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0", users
+
+
+def test_python_is_the_one_the_tests_run() -> None:
+    assert conda_python(DOCKERFILE) == sys.version_info[:2]
 
 
 def test_every_installed_package_is_pinned_like_the_project_lock() -> None:
@@ -70,7 +72,7 @@ def test_every_installed_package_is_pinned_like_the_project_lock() -> None:
     assert not disagreeing, f"image pin vs project lock: {disagreeing}"
     for name, version in _pins(IMAGE / "requirements.txt").items():
         assert image_pins.get(name) == version, f"requirements.txt {name}=={version}"
-    torch_install = re.search(r"torch==(\S+)", (IMAGE / "Dockerfile").read_text())
+    torch_install = re.search(r"torch==(\S+)", DOCKERFILE.read_text())
     assert torch_install and torch_install.group(1) == image_pins["torch"]
 
 

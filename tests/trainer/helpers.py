@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-# The module the image's ENTRYPOINT runs; every end-to-end test runs the same one.
+# The module the training job's command runs; every end-to-end test runs the same one.
 TRAINER_MODULE = "phi3_trainer"
 TRAINER_ENV = {
     **os.environ,

@@ -1,22 +1,20 @@
-"""The training image runs exactly the module the tests run, pinned, as a non-root user."""
+"""The training image: an Azure ML job image that runs the tested module with the locked pins."""
 
 from __future__ import annotations
 
-import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+from phi3_infra.training import trainer_command
+from tests.dockerfiles import arguments, conda_python
 from tests.trainer.helpers import TRAINER_MODULE
 
-
-def instructions(dockerfile: Path, name: str) -> list[str]:
-    return [
-        line.split(maxsplit=1)[1]
-        for line in dockerfile.read_text().splitlines()
-        if line.upper().startswith(f"{name} ")
-    ]
+IMAGE = Path(__file__).resolve().parents[2] / "training_image"
+DOCKERFILE = IMAGE / "Dockerfile"
+LOCK = IMAGE.parent / "requirements" / "constraints.txt"
 
 
 def pins(path: Path) -> dict[str, str]:
@@ -24,44 +22,55 @@ def pins(path: Path) -> dict[str, str]:
     return dict(line.lower().split("==", 1) for line in lines if line)
 
 
-def test_entrypoint_is_the_module_the_tests_run(repo_root: Path) -> None:
-    dockerfile = repo_root / "training_image" / "Dockerfile"
-    (entrypoint,) = instructions(dockerfile, "ENTRYPOINT")
-    assert json.loads(entrypoint) == ["python", "-m", TRAINER_MODULE]
+def test_the_job_command_runs_the_tested_module_and_the_image_does_not_wrap_it() -> None:
+    # Azure ML starts the job's command in the container; an ENTRYPOINT would get it as arguments.
+    command = trainer_command(["train"], "microsoft/Phi-3-mini-4k-instruct", {})
+    assert shlex.split(command)[:3] == ["python", "-m", TRAINER_MODULE]
+    assert arguments(DOCKERFILE, "ENTRYPOINT") == []
+    assert arguments(DOCKERFILE, "CMD") == []
 
 
-def test_base_is_an_exact_cuda_runtime_tag_of_the_locked_torch(repo_root: Path) -> None:
-    (base,) = instructions(repo_root / "training_image" / "Dockerfile", "FROM")
+def test_runs_as_the_root_user_azure_ml_job_images_keep() -> None:
+    # Azure ML prepares the job inside the container; its base images stay root for that.
+    assert arguments(DOCKERFILE, "USER") == []
+
+
+def test_base_is_an_azure_ml_image_on_mcr_with_the_cuda_of_the_installed_torch() -> None:
+    (base,) = arguments(DOCKERFILE, "FROM")
     match = re.fullmatch(
-        r"pytorch/pytorch:(\d+\.\d+\.\d+)-cuda[\d.]+-cudnn\d+-runtime@sha256:[0-9a-f]{64}", base
+        r"mcr\.microsoft\.com/azureml/openmpi[\d.]+-cuda(\d+)\.(\d+)-ubuntu[\d.]+"
+        r"(?::(?P<tag>\d{8}\.v\d+))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?",
+        base,
     )
-    assert match, base
-    locked_torch = pins(repo_root / "requirements" / "constraints.txt")["torch"]
-    assert locked_torch.split("+")[0] == match.group(1)
+    assert match and (match["tag"] or match["digest"]), f"not a pinned Azure ML base: {base}"
+    cuda = f"cu{match.group(1)}{match.group(2)}"
+    text = DOCKERFILE.read_text()
+    torch = re.search(r"\btorch==(\d+\.\d+\.\d+)\+(cu\d+)", text)
+    assert torch, "the Dockerfile must pin torch's CUDA build"
+    assert torch.group(1) == pins(LOCK)["torch"].split("+")[0]
+    assert torch.group(2) == cuda
+    assert f"https://download.pytorch.org/whl/{cuda}" in text
 
 
-def test_runs_as_non_root(repo_root: Path) -> None:
-    users = instructions(repo_root / "training_image" / "Dockerfile", "USER")
-    assert users and users[-1].split(":")[0] not in ("0", "root")
+def test_python_is_the_one_the_tests_run() -> None:
+    assert conda_python(DOCKERFILE) == sys.version_info[:2]
 
 
-def test_dependencies_are_pinned_to_the_lock_and_leave_torch_to_the_base(repo_root: Path) -> None:
-    image = repo_root / "training_image"
-    lock = pins(repo_root / "requirements" / "constraints.txt")
+def test_dependencies_are_pinned_to_the_lock_and_torch_to_the_dockerfile() -> None:
+    lock = pins(LOCK)
     for file in ("requirements.txt", "constraints.txt"):
-        pinned = pins(image / file)
+        pinned = pins(IMAGE / file)
         assert "torch" not in pinned
         assert all(lock.get(name) == version for name, version in pinned.items()), file
-    for line in (image / "requirements.txt").read_text().splitlines():
+    for line in (IMAGE / "requirements.txt").read_text().splitlines():
         assert line.startswith("#") or not line.strip() or "==" in line, line
 
 
-def test_hadolint_passes_and_only_the_package_is_sent(repo_root: Path) -> None:
+def test_hadolint_passes_and_only_the_package_is_sent() -> None:
     hadolint = Path(sys.executable).with_name("hadolint")
-    dockerfile = repo_root / "training_image" / "Dockerfile"
-    proc = subprocess.run([str(hadolint), str(dockerfile)], capture_output=True, text=True)
+    proc = subprocess.run([str(hadolint), str(DOCKERFILE)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    ignore = (repo_root / "training_image" / ".dockerignore").read_text().splitlines()
+    ignore = (IMAGE / ".dockerignore").read_text().splitlines()
     assert ignore[ignore.index("*") :][:4] == [
         "*", "!requirements.txt", "!constraints.txt", "!phi3_trainer/"
     ]  # fmt: skip
