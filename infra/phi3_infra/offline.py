@@ -8,11 +8,13 @@ so the recorded resources show exactly what `pulumi up` would send.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import pickle
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,8 +189,6 @@ def input_at(values: Mapping[str, Any], dotted: str) -> Any:
 
 
 @dataclass(frozen=True)
-class PlannedResource:
-@dataclass(frozen=True)
 class LifecycleOptions:
     """The resource options the engine applies when it diffs and deletes (wire names)."""
 
@@ -197,6 +197,8 @@ class LifecycleOptions:
     delete_before_replace: bool = False
 
 
+@dataclass(frozen=True)
+class PlannedResource:
     """One resource `pulumi up` would register, with the inputs it would send."""
 
     type: str
@@ -209,9 +211,9 @@ class LifecycleOptions:
     outputs: dict[str, Any]
     # URNs this resource waits for: `depends_on` plus the resources its inputs come from.
     dependencies: frozenset[str] = frozenset()
+    options: LifecycleOptions = LifecycleOptions()
 
     @property
-    options: LifecycleOptions = LifecycleOptions()
     def azure_name(self) -> str | None:
         return self.outputs.get("name") if self.custom else None
 
@@ -224,9 +226,9 @@ class _RecordingMonitor(MockMonitor):
         self.parents: dict[str, str] = {}
         self.requests: dict[str, tuple[str, str, bool, dict[str, Any]]] = {}
         self.dependencies: dict[str, frozenset[str]] = {}
+        self.options: dict[str, LifecycleOptions] = {}
         self._lock = threading.Lock()
 
-        self.options: dict[str, LifecycleOptions] = {}
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
@@ -238,13 +240,13 @@ class _RecordingMonitor(MockMonitor):
                 self.parents[response.urn] = request.parent
                 self.requests[response.urn] = (request.type, request.name, request.custom, inputs)
                 self.dependencies[response.urn] = frozenset(waits_for)
-        return response
-
                 self.options[response.urn] = LifecycleOptions(
                     ignore_changes=tuple(request.ignoreChanges),
                     retain_on_delete=bool(request.retainOnDelete),
                     delete_before_replace=request.deleteBeforeReplace,
                 )
+        return response
+
 
 @dataclass
 class OfflineRun:
@@ -280,10 +282,30 @@ class OfflineRun:
         return False
 
 
+@contextlib.contextmanager
+def _pickler_restored() -> Iterator[None]:
+    """Undo what pulumi.dynamic's serialize_provider leaves behind: every call wraps
+    `pickle._Pickler._batch_setitems` in one more sorting layer and never restores it
+    (pulumi/dynamic/dynamic.py), so a process that plans many stacks (the tests) nests them
+    until any pure-Python pickling (dill, `datasets`' fingerprints) hits the recursion limit."""
+    saved = pickle._Pickler._batch_setitems, pickle._Pickler.save_dict  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        pickle._Pickler._batch_setitems, pickle._Pickler.save_dict = saved  # type: ignore[attr-defined]
+
+
 def run_offline(
     program: Callable[[], Mapping[str, Any]], config: Mapping[str, str], stack: str
 ) -> OfflineRun:
     """Run `program` (returning its stack outputs) under mocks with the given flat config."""
+    with _pickler_restored():
+        return _run_offline(program, config, stack)
+
+
+def _run_offline(
+    program: Callable[[], Mapping[str, Any]], config: Mapping[str, str], stack: str
+) -> OfflineRun:
     mocks = AzureMocks()
     monitor = _RecordingMonitor(mocks)
     # Drop the previous run's root stack so each run gets its own stack URN.
@@ -323,6 +345,7 @@ def run_offline(
                 inputs=inputs,
                 outputs=dict(registration.state) if registration else {},
                 dependencies=monitor.dependencies[urn],
+                options=monitor.options[urn],
             )
         )
     return run
@@ -345,7 +368,6 @@ def _config_text(value: Any) -> str:
     """YAML scalars as the CLI passes them (`true`, `3`, `2027-01-31`), lists and maps as JSON."""
     if isinstance(value, str):
         return value
-                options=monitor.options[urn],
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | dict):

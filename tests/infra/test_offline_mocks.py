@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
+import pytest
 from pulumi.runtime.mocks import MockResourceArgs
 
-from phi3_infra.offline import SUBSCRIPTION_ID, AzureMocks
+from phi3_infra.offline import SUBSCRIPTION_ID, AzureMocks, stack_file_config
+from scripts.plan import plan_stack
 
 GROUP = f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/rg"
 IDENTITY = f"{GROUP}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id"
@@ -46,3 +51,26 @@ def test_system_identity_gets_a_stable_principal_and_unknown_types_still_get_ids
         MockResourceArgs("azure-native:network:VirtualNetwork", "vnet", {"resourceGroupName": "rg"})
     )
     assert arm_id == f"{GROUP}/providers/Mock.network/VirtualNetwork/vnet"
+
+
+@pytest.fixture
+def full_pipeline_config(repo_root: Path) -> dict[str, str]:
+    return stack_file_config(repo_root / "Pulumi.eastus2.yaml")
+
+
+def test_planning_leaves_the_pure_python_pickler_as_it_found_it(
+    full_pipeline_config: dict[str, str],
+) -> None:
+    """pulumi.dynamic wraps the pickler's dict writer once more per provider it stores; left in
+    place, hundreds of plans in one process (the test suite) nest those wrappers until dill or
+    `datasets` fingerprinting fails with RecursionError."""
+    before = pickle._Pickler._batch_setitems  # type: ignore[attr-defined]
+    for _ in range(3):
+        run = plan_stack(full_pipeline_config, "eastus2")
+    assert any(r.type.startswith("pulumi-python:dynamic") for r in run.resources)
+    assert pickle._Pickler._batch_setitems is before  # type: ignore[attr-defined]
+    # A deeply nested structure still pickles: no wrapper chain left in the way.
+    nested: dict[str, object] = {}
+    for _ in range(200):
+        nested = {"child": nested}
+    assert pickle.loads(pickle._dumps(nested)) == nested  # type: ignore[attr-defined]
