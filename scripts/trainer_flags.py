@@ -14,6 +14,7 @@ import argparse
 import enum
 import json
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,29 @@ def describe(action: argparse.Action) -> dict[str, Any]:
     return entry
 
 
+def _after_parsing(name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """What TrainingArguments.__post_init__ (run inside parse_args) still refuses of a value the
+    parser took as text (transformers training_args.py): a field typed with an enum is turned
+    into it (SchedulerType, IntervalStrategy, ...: an unknown word fails there), and a
+    _VALID_DICT_FIELDS text starting with "{" is read as JSON."""
+    from transformers import TrainingArguments
+
+    if name in TrainingArguments._VALID_DICT_FIELDS:
+        entry["json"] = True
+    field = TrainingArguments.__dataclass_fields__.get(name)
+    if field is None or "choices" in entry:
+        return entry
+    hint = typing.get_type_hints(TrainingArguments).get(name)
+    enums = [
+        arg
+        for arg in (typing.get_args(hint) or (hint,))
+        if isinstance(arg, type) and issubclass(arg, enum.Enum)
+    ]
+    if enums and entry["type"] == "str":
+        entry["choices"] = [str(member.value) for member in enums[0]]
+    return entry
+
+
 def flag_table(parser: argparse.ArgumentParser) -> dict[str, Any]:
     # Each dataclass field is one action whose first option is --<field>; the --no_<field>
     # complements of bools and --help are not. Private `_actions`, as TrlParser reads it too.
@@ -59,7 +83,10 @@ def flag_table(parser: argparse.ArgumentParser) -> dict[str, Any]:
         for action in parser._actions
         if action.nargs != 0 and action.option_strings[:1] == [f"--{action.dest}"]
     ]
-    flags = {action.dest: describe(action) for action in sorted(fields, key=lambda a: a.dest)}
+    flags = {
+        action.dest: _after_parsing(action.dest, describe(action))
+        for action in sorted(fields, key=lambda a: a.dest)
+    }
     return {"about": _HEADER, "flags": flags}
 
 

@@ -96,6 +96,7 @@ class TrainerFlag:
     type: str  # bool, int, float or str; any other type cannot be given as text
     is_list: bool = False
     choices: tuple[str, ...] = ()
+    json: bool = False  # text starting with "{" is read as a JSON object after parsing
 
 
 class TrainerArgsError(ValueError):
@@ -116,6 +117,7 @@ def trainer_flags() -> Mapping[str, TrainerFlag]:
             type=spec["type"],
             is_list=spec.get("list", False),
             choices=tuple(spec.get("choices", ())),
+            json=spec.get("json", False),
         )
         for name, spec in table["flags"].items()
     }
@@ -201,6 +203,11 @@ def _checked_item(flag: TrainerFlag, item: object) -> Scalar:
         parsed = parse(word)
     except ValueError:
         raise ValueError(f"expects {_EXPECTED[flag.type]}, got {item!r}") from None
+    if flag.json and word.startswith("{"):
+        try:
+            json.loads(word)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"is read as JSON, and {word!r} is not valid JSON: {error}") from None
     if flag.choices and word not in flag.choices:
         close = difflib.get_close_matches(word, flag.choices, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""

@@ -59,6 +59,14 @@ def _error(trainer_args: dict[str, Any]) -> str:
         ),
         ({"liger_kernel_config": "{}"}, "[liger_kernel_config]: its type (dict) cannot be given"),
         ({"run_name": "--push_to_hub"}, "[run_name]: '--push_to_hub' starts with '-'"),
+        # Text the parser takes, but TrainingArguments.__post_init__ turns into its enum or reads
+        # as JSON, failing the job at start-up (transformers training_args.py).
+        (
+            {"lr_scheduler_type": "cosinee"},
+            "[lr_scheduler_type]: expects one of its 12 choices",
+        ),
+        ({"eval_strategy": "step"}, "[eval_strategy]: expects one of no, steps, epoch, got 'step'"),
+        ({"lr_scheduler_kwargs": "{bad"}, "[lr_scheduler_kwargs]: is read as JSON"),
     ],
 )
 def test_a_bad_flag_is_named_with_the_reason(trainer_args: dict[str, Any], expected: str) -> None:
