@@ -5,7 +5,7 @@
         [--serving-size Standard_E4s_v3 [--serving-instances 1]] [--json]
 
 Signs in like `pulumi up` does (phi3_infra/credentials.py: azure-native's ARM_* settings, else
-azure-identity's DefaultAzureCredential: AZURE_* variables, managed identity, or `az login`).
+`az login`).
 Prints the training candidates ranked per region, the serving size's quota (with the 20% reserve
 online deployments take) and, for what does not fit, the quota to request or the provider to
 register.

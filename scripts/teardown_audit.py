@@ -5,7 +5,7 @@
 Computes the stack's Azure names from `Pulumi.<stack>.yaml` (the same code as the program), then
 asks ARM for (1) resource groups and resources tagged `stack=<stack>` and `project=phi3-foundry`,
 (2) soft-deleted Key Vaults and workspaces holding the stack's names. Signs in like `pulumi up`
-(phi3_infra/credentials.py: ARM_* as azure-native, else DefaultAzureCredential).
+(phi3_infra/credentials.py: ARM_* as azure-native, else `az login`).
 
 Exit codes: 0 nothing remains; 1 something remains (listed, with how to remove it); 2 bad
 arguments or stack file; 3 could not check (sign-in, permissions, network).

@@ -6,7 +6,11 @@ azure-native signs in from `azure-native:*` config, else ARM_* environment varia
 DefaultAzureCredential reads AZURE_* instead (azure/identity/_constants.py). So that a CI set up
 the Pulumi way, with ARM_* only, also signs in the project's own calls (preflight, registry build
 and token exchange, data upload, job wait, endpoint traffic, purges, the scripts), this module
-maps the same ARM_* settings, in azure-native's order, to the matching azure-identity credential:
+maps the same ARM_* settings, in azure-native's order, to the matching azure-identity credential,
+and falls back where azure-native falls back, to the Azure CLI: both must sign in as one identity,
+since the deployer's roles (data upload, AcrPush) go to the principal azure-native reports.
+AZURE_* variables alone are not read, as azure-native does not read them; with
+ARM_USE_DEFAULT_AZURE_CREDENTIAL=true both use azure-identity's DefaultAzureCredential, which does:
 
     ARM_USE_DEFAULT_AZURE_CREDENTIAL=true   DefaultAzureCredential
     ARM_CLIENT_CERTIFICATE_PATH             CertificateCredential (ARM_CLIENT_CERTIFICATE_PASSWORD)
@@ -15,8 +19,7 @@ maps the same ARM_* settings, in azure-native's order, to the matching azure-ide
                                             ARM_OIDC_TOKEN_FILE_PATH, or the token GitHub Actions
                                             hands out (ACTIONS_ID_TOKEN_REQUEST_URL and _TOKEN)
     ARM_USE_MSI=true                        ManagedIdentityCredential (ARM_CLIENT_ID: user-assigned)
-    none of these                           DefaultAzureCredential: AZURE_*, workload identity,
-                                            managed identity, `az login`
+    none of these                           AzureCliCredential (`az login`), as azure-native
 
 Service principals also take ARM_TENANT_ID and ARM_CLIENT_ID. ARM_ENVIRONMENT (else
 AZURE_ENVIRONMENT) picks the cloud as azure-native does; ARM_DISABLE_INSTANCE_DISCOVERY=true
@@ -84,6 +87,7 @@ def cloud_from_environment(env: Mapping[str, str] | None = None) -> Cloud | None
 def credential_from_environment(env: Mapping[str, str] | None = None) -> TokenCredential:
     """The credential azure-native would use, as an azure-identity credential (see above)."""
     from azure.identity import (
+        AzureCliCredential,
         CertificateCredential,
         ClientAssertionCredential,
         ClientSecretCredential,
@@ -114,7 +118,8 @@ def credential_from_environment(env: Mapping[str, str] | None = None) -> TokenCr
         return ClientAssertionCredential(tenant, client, _oidc_assertion(env), **authority)
     if env.get("ARM_USE_MSI") == TRUE:
         return ManagedIdentityCredential(client_id=env.get("ARM_CLIENT_ID") or None)
-    return DefaultAzureCredential(**msal)
+    # auth_azidentity.go newSingleMethodAuthCredential: "otherwise, use the Azure CLI".
+    return AzureCliCredential()
 
 
 def _service_principal(env: Mapping[str, str], method: str) -> tuple[str, str]:

@@ -171,11 +171,17 @@ def exchange_acr_refresh_token(
     login_server: str, tenant_id: str, credential: Any = None, *, scheme: str = "https"
 ) -> str:
     """Trade an Entra ID access token for an ACR refresh token (POST /oauth2/exchange)."""
-    if credential is None:
-        from phi3_infra.credentials import credential_from_environment
+    from phi3_infra.credentials import (
+        AZURE_PUBLIC,
+        cloud_from_environment,
+        credential_from_environment,
+    )
 
+    if credential is None:
         credential = credential_from_environment()
-    access_token = credential.get_token("https://management.azure.com/.default").token
+    # An ARM token of the stack's cloud (ARM_ENVIRONMENT), as ACR's exchange takes it.
+    arm = (cloud_from_environment() or AZURE_PUBLIC).resource_manager
+    access_token = credential.get_token(f"{arm}/.default").token
     response = requests.post(
         f"{scheme}://{login_server}/oauth2/exchange",
         data={

@@ -44,9 +44,8 @@ def signed_in_env(fake_arm: FakeArm, tmp_path: Path, monkeypatch: pytest.MonkeyP
     """The environment `pulumi up` or a CLI would see after `az login`, aimed at the fake ARM."""
     bin_dir = install_fake_az(tmp_path / "bin").parent
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    # Only the CLI credential: no managed-identity probe of 169.254.169.254 from a test, and no
-    # ARM_* sign-in setting of the machine, which phi3_infra/credentials.py would prefer.
-    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "AzureCliCredential")
+    # No ARM_* sign-in setting of the machine, which phi3_infra/credentials.py would prefer to
+    # the (fake) Azure CLI.
     for name in [name for name in os.environ if name.startswith("ARM_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("FAKE_AZ_TOKEN", TOKEN)

@@ -1,5 +1,5 @@
 """`scripts/preflight.py` against the fake ARM server, signed in through the real credential chain
-(DefaultAzureCredential -> AzureCliCredential -> a fake `az` on PATH)."""
+(AzureCliCredential, as azure-native without ARM_* settings -> a fake `az` on PATH)."""
 
 from __future__ import annotations
 

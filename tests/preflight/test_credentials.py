@@ -39,7 +39,9 @@ SERVICE_PRINCIPAL = {
         "ARM_TENANT_ID": TENANT_ID,
         "ARM_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001",
     },
+    # AZURE_* as azure-native reads them too: through DefaultAzureCredential, when asked.
     "AZURE_*": {
+        "ARM_USE_DEFAULT_AZURE_CREDENTIAL": "true",
         "AZURE_CLIENT_ID": CLIENT_ID,
         "AZURE_CLIENT_SECRET": SECRET,
         "AZURE_TENANT_ID": TENANT_ID,
@@ -208,8 +210,10 @@ def _certificate(folder: Path) -> Path:
         ({"ARM_USE_OIDC": "true", "ARM_OIDC_TOKEN": "t", "ARM_USE_MSI": "true"}, "ClientAssertion"),
         ({"ARM_USE_MSI": "true"}, "ManagedIdentity"),
         # Only the exact string "true" switches a method on, as in azure-native.
-        ({"ARM_USE_MSI": "True"}, "DefaultAzure"),
-        ({}, "DefaultAzure"),
+        ({"ARM_USE_MSI": "True"}, "AzureCli"),
+        # Nothing set: the Azure CLI, as azure-native; AZURE_* alone are read by neither.
+        ({}, "AzureCli"),
+        ({"AZURE_CLIENT_ID": CLIENT_ID, "AZURE_CLIENT_SECRET": SECRET}, "AzureCli"),
     ],
 )
 def test_the_method_is_chosen_in_azure_natives_order(
