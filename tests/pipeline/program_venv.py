@@ -15,7 +15,7 @@ Ported from pulumi/pulumi (read at 1b5949891b3c, 2026-08):
   directory, and `<venv>/bin/python -u -m pulumi.dynamic` runs; a missing venv is an error
   (pulumi/pulumi#7061, #7907).
 
-The copy is cached under build/ (tests/cached_venv.py); the dev lock is passed as constraints so
+The copy is cached under build/ (phi3_rehearsal.venvs); the dev lock is passed as constraints so
 the versions are the ones CI tests, and the venv must not contain torch.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.cached_venv import cached_venv
+from phi3_rehearsal.venvs import cached_venv, pip
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCK = REPO_ROOT / "requirements" / "constraints.txt"
@@ -74,23 +74,12 @@ def program_python() -> Path:
 
 def _install(venv: Path) -> None:
     layout = program_layout()
-    python = str(venv / "bin" / "python")
     for arguments in (
         ["--upgrade", "pip", "setuptools", "wheel"],
         ["-r", "requirements.txt", "-c", str(LOCK)],
     ):
-        command = [python, "-m", "pip", "--disable-pip-version-check", "install", "--quiet"]
-        result = subprocess.run(
-            [*command, *arguments],
-            cwd=layout.program_dir,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"`pip install {' '.join(arguments)}` failed:\n{result.stderr[-3000:]}"
-            )
+        pip(venv, ["install", "--quiet", *arguments], cwd=layout.program_dir)
+    python = str(venv / "bin" / "python")
     probe = [python, "-c", "import importlib.util as u; print(u.find_spec('torch') is None)"]
     if subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip() != "True":
         raise RuntimeError("the program's requirements installed torch: `pulumi up` must not")

@@ -1,7 +1,8 @@
 """The trainer image's own dependency set: complete, consistent, and able to log to Azure ML.
 
 These run in a venv built from training_image/requirements.txt and constraints.txt alone (plus
-torch, as in the image), not in the dev venv, which installs every deliverable together.
+torch, as in the image: phi3_rehearsal.images), not in the dev venv, which installs every
+deliverable together.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.image_venv import INPUTS, image_python
+from phi3_rehearsal.images import IMAGES, image_env
 
 PROBE = Path(__file__).with_name("mlflow_store_probe.py")
 # The form of the tracking URI Azure ML gives a job (MicrosoftDocs/azure-ai-docs
@@ -48,7 +49,7 @@ def _pins(path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def python() -> Path:
-    return image_python()
+    return image_env("trainer").python
 
 
 def test_an_azure_ml_tracking_uri_resolves_to_azure_ml_stores_offline(python: Path) -> None:
@@ -97,6 +98,6 @@ def test_the_image_installs_exactly_its_pins_and_they_agree(python: Path) -> Non
     # pip and setuptools come with the venv, torch from the image's own pinned install.
     for unpinned in ("pip", "setuptools", "torch"):
         installed.pop(unpinned, None)
-    requirements, constraints = INPUTS
+    requirements, constraints = IMAGES["trainer"].inputs
     assert installed == _pins(constraints)
     assert _pins(requirements).items() <= installed.items()

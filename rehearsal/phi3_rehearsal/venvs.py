@@ -1,8 +1,9 @@
 """Virtualenvs built from a deliverable's own requirement files, cached by the files' hash.
 
 The dev venv installs every deliverable together, so it cannot show that one deliverable's
-requirements install and work on their own. Such a venv lives in the gitignored build/ folder,
-named by a digest of its inputs, and is rebuilt only when they change; older builds are removed.
+requirements install and work on their own. Such a venv lives in the repository's gitignored
+build/ folder, named by a digest of its inputs, and is rebuilt only when they change; older
+builds are removed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-BUILD = Path(__file__).resolve().parents[1] / "build"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD = REPO_ROOT / "build"
 COMPLETE = ".complete"
 
 
@@ -51,3 +53,16 @@ def cached_venv(
                 raise
             (venv / COMPLETE).touch()
     return venv
+
+
+def pip(venv: Path, arguments: Sequence[str], *, cwd: Path | None = None) -> None:
+    """`pip <arguments>` with the venv's interpreter; a RuntimeError with pip's output if it
+    fails. pip reads this machine's configuration (its wheel folders), so no resolve leaves it."""
+    command = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+    result = subprocess.run(
+        [*command, *arguments], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"`pip {' '.join(arguments)}` failed:\n{(result.stdout + result.stderr)[-3000:]}"
+        )
