@@ -31,8 +31,8 @@ $(PF_STAMP): $(PF_REQS)
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy --explicit-package-bases infra/phi3_infra scripts/plan.py scripts/preflight.py \
-		scripts/smoke_test.py scripts/teardown_audit.py scripts/demo.py scripts/make_tiny_phi3.py \
+	$(PY) -m mypy --explicit-package-bases infra/phi3_infra rehearsal/phi3_rehearsal scripts/plan.py scripts/preflight.py \
+		scripts/smoke_test.py scripts/teardown_audit.py scripts/rehearse.py scripts/make_tiny_phi3.py \
 		scripts/trainer_flags.py
 	$(VENV)/bin/hadolint training_image/Dockerfile serving_image/Dockerfile
 
@@ -43,8 +43,9 @@ format: setup
 test: lint
 	$(PY) -m pytest
 
+# The rehearsal of the demo stack (Pulumi.demo.yaml): what `pulumi up` would send, run here.
 demo: setup
-	$(PY) scripts/demo.py
+	$(PY) scripts/rehearse.py --stack demo
 
 plan: setup
 	$(PY) scripts/plan.py

@@ -48,8 +48,10 @@ def test_text_plan_covers_all_example_stacks(capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert f"stack eastus2: {EASTUS2_RESOURCES} resources" in out
     assert f"stack swedencentral: {SWEDENCENTRAL_RESOURCES} resources" in out
-    assert out.count("policies: PASS") == 2
-    assert out.count("estimated cost per hour") == 2
+    stacks = len(plan.example_stacks())  # eastus2, swedencentral and the demo stack
+    assert stacks == 3 and "stack demo: " in out
+    assert out.count("policies: PASS") == stacks
+    assert out.count("estimated cost per hour") == stacks
     assert "ACR_PULL -> registries/phi3acr" in out
     assert "(principal: identity, ServicePrincipal)" in out
     assert "allowSharedKeyAccess=False" in out
