@@ -27,8 +27,10 @@ machine (MASTER_ADDR 127.0.0.1), on the CPU, where the trainer uses gloo.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -139,6 +141,7 @@ def run_planned_job(
     job = _planned_job(run)
     name, properties = str(job.inputs["id"]), job.inputs["properties"]
     _check_model_uri(run, name, properties.get("outputs") or {})
+    check_azure_ml_tracking(trainer, run, name)
     processes = _processes(properties)
     layout = _Layout(workdir / "cr" / "j" / name)
     mlruns = workdir / "mlruns"
@@ -162,6 +165,49 @@ def run_planned_job(
     return JobResult(
         outputs, {**trainer.env, **env, **_rank_variables(processes[0])}, command, logs[0]
     )
+
+
+def azure_ml_tracking_uri(region: str, workspace_id: str) -> str:
+    """The MLflow tracking URI Azure ML gives a job of the workspace `workspace_id` (ARM id):
+    azureml://<region>.api.azureml.ms/mlflow/v1.0<workspace id> (MicrosoftDocs/azure-ai-docs
+    articles/machine-learning/includes/machine-learning-mlflow-configure-tracking.md)."""
+    return f"azureml://{region}.api.azureml.ms/mlflow/v1.0{workspace_id}"
+
+
+def check_azure_ml_tracking(trainer: ImageEnv, run: OfflineRun, job_name: str) -> None:
+    """The trainer image must turn the real job's `azureml://` tracking URI into Azure ML's
+    MLflow stores: without the azureml-mlflow plugin `trainer.train()` fails at once in Azure
+    (UnsupportedModelRegistryStoreURIException). Checked offline (every socket refused) by
+    building the stores the trainer's MLflow callback builds, with the variables azureml-mlflow
+    reads in a job (azureml/mlflow/_internal/service_context_loader.py, _mlflow_env_vars_set)."""
+    project = run.named("project")
+    uri = azure_ml_tracking_uri(str(project.inputs["location"]), str(project.id))
+    env = {
+        **trainer.env,
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_TRACKING_TOKEN": _unsigned_token(),
+        "MLFLOW_RUN_ID": job_name,
+        "MLFLOW_EXPERIMENT_NAME": "rehearsal-probe",
+    }
+    probe = Path(__file__).with_name("mlflow_store_probe.py")
+    result = subprocess.run(
+        [str(trainer.python), str(probe)], env=env, capture_output=True, text=True, timeout=120
+    )
+    if result.returncode != 0:
+        raise JobContractError(
+            f"contract: MLflow: the trainer image cannot use the tracking URI Azure ML gives the "
+            f"job ({uri}); add azureml-mlflow to training_image/requirements.txt. Its error: "
+            f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else '?'}"
+        )
+
+
+def _unsigned_token() -> str:
+    """A token shaped like a job's: azureml-mlflow reads its `exp` without verifying it."""
+
+    def part(value: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'exp': int(time.time()) + 3600})}.c2ln"
 
 
 def _substitute(

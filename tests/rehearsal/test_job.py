@@ -6,8 +6,10 @@ plan, the data and the runtime fails with a message naming it."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -238,3 +240,23 @@ def test_a_job_past_its_time_is_stopped_with_its_log(
 
     assert time.monotonic() - started < 30, "the job's processes must be stopped, not awaited"
     assert "ran past 1 s" in str(failed.value) and "started" in str(failed.value)
+
+
+def test_an_image_without_azure_mls_mlflow_plugin_fails_before_training(
+    planned: tuple[OfflineRun, Path], trainer: ImageEnv, tmp_path: Path
+) -> None:
+    """Dropping azureml-mlflow from the image's requirements must fail the rehearsal, as the
+    job would fail in Azure on its azureml:// tracking URI: here the plugin is shadowed."""
+    shadow = tmp_path / "shadow" / "azureml"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("azureml-mlflow is not installed")\n')
+    path = os.pathsep.join(filter(None, [str(shadow.parent), trainer.env.get("PYTHONPATH")]))
+    without_plugin = dataclasses.replace(trainer, env={**trainer.env, "PYTHONPATH": path})
+
+    with pytest.raises(JobContractError) as refused:
+        run_planned_job(planned[0], {"train": planned[1]}, without_plugin, tmp_path, timeout_s=60)
+
+    message = str(refused.value)
+    assert "contract: MLflow" in message and "azureml://eastus2.api.azureml.ms/mlflow/" in message
+    assert "add azureml-mlflow to training_image/requirements.txt" in message
+    assert not list(tmp_path.glob("cr/j/*/user_logs")), "nothing may run"

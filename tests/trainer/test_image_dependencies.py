@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+import phi3_rehearsal
 from phi3_rehearsal.images import IMAGES, image_env
 
-PROBE = Path(__file__).with_name("mlflow_store_probe.py")
+PROBE = Path(phi3_rehearsal.__file__).with_name("mlflow_store_probe.py")
 # The form of the tracking URI Azure ML gives a job (MicrosoftDocs/azure-ai-docs
 # articles/machine-learning/includes/machine-learning-mlflow-configure-tracking.md, "Manually").
 REGION, GROUP, WORKSPACE = "eastus2", "rg", "ws"

@@ -1,4 +1,5 @@
-"""Run by the trainer image's interpreter: resolve MLflow's stores for MLFLOW_TRACKING_URI offline.
+"""Run as a script by the trainer image's interpreter (never imported: it refuses the network):
+resolve MLflow's stores for MLFLOW_TRACKING_URI offline.
 
 Prints, as JSON, the class and host of the tracking store and of the model-registry store that
 MLflow builds for the environment's tracking URI: what `mlflow.start_run` (which transformers'
