@@ -412,6 +412,30 @@ def _quota_lines(
     return family_line, next(iter(_usage_rows(usages, total_kind)), None)
 
 
+def _quota_shortfall(
+    subscription_id: str,
+    region: str,
+    short: Sequence[QuotaLine],
+    family_line: QuotaLine | None,
+    family: str,
+    needed: int,
+    low_priority: bool,
+) -> str:
+    """What to raise, for each quota line too small for `needed` vCPUs: the family's line is
+    raised by its family name, the regional total by the name `az quota list` shows."""
+    return "; ".join(
+        _quota_advice(
+            subscription_id,
+            region,
+            line,
+            needed,
+            family if line is family_line else "",
+            low_priority,
+        )
+        for line in short
+    )
+
+
 def _quota_advice(
     subscription_id: str,
     region: str,
@@ -469,16 +493,14 @@ def check_sku(
     short = [line for line in lines if not line.could_cover(needed)]
     if short:
         header = f"{sku} ({family}, {vcpus} vCPUs x {request.training_nodes} {priority} node(s))"
-        reasons = "; ".join(
-            _quota_advice(
-                request.subscription_id,
-                region,
-                line,
-                needed,
-                family if line is family_line else "",
-                request.low_priority,
-            )
-            for line in short
+        reasons = _quota_shortfall(
+            request.subscription_id,
+            region,
+            short,
+            family_line,
+            family,
+            needed,
+            request.low_priority,
         )
         return replace(sized, verdict=Verdict.NO_QUOTA, advice=f"{header}: {reasons}")
     busy = [line for line in lines if not line.covers(needed)]
@@ -578,16 +600,8 @@ def check_serving(
     header = f"{instance_type} ({family}, {vcpus} vCPUs x {reserve})"
     if held:
         header += f" [used excludes the {held} vCPUs the stack's own deployment holds]"
-    reasons = "; ".join(
-        _quota_advice(
-            request.subscription_id,
-            region,
-            line,
-            needed,
-            family if line is family_line else "",
-            low_priority=False,
-        )
-        for line in short
+    reasons = _quota_shortfall(
+        request.subscription_id, region, short, family_line, family, needed, low_priority=False
     )
     advice = f"{header}: {reasons}; or set {key} to a size with quota"
     return replace(sized, verdict=Verdict.NO_QUOTA, advice=advice)
