@@ -284,11 +284,9 @@ def _deliver_inputs(
     delivered = {}
     for name, spec in inputs.items():
         field = f"job {job}: input '{name}'"
-        if spec.get("jobInputType") != "uri_file" or spec.get("mode") != "ReadOnlyMount":
-            raise JobContractError(
-                f"{field} is {spec.get('jobInputType')} / {spec.get('mode')}; the rehearsal "
-                "delivers uri_file inputs in ReadOnlyMount mode"
-            )
+        _require_delivery(
+            field, spec, "jobInputType", "uri_file", "ReadOnlyMount", "delivers uri_file inputs"
+        )
         data_uri = _data_uri(run, field, str(spec.get("uri")))
         upload = _upload_to(run, field, data_uri)
         if name not in data:
@@ -306,6 +304,17 @@ def _deliver_inputs(
         _make_read_only(target.parent)
         delivered[name] = target
     return delivered
+
+
+def _require_delivery(
+    field: str, spec: Mapping[str, Any], type_key: str, kind: str, mode: str, what: str
+) -> None:
+    """The one kind and mode of input or output the rehearsal lays out."""
+    if spec.get(type_key) != kind or spec.get("mode") != mode:
+        raise JobContractError(
+            f"{field} is {spec.get(type_key)} / {spec.get('mode')}; the rehearsal {what} in "
+            f"{mode} mode"
+        )
 
 
 def _data_uri(run: OfflineRun, field: str, asset_id: str) -> str:
@@ -327,11 +336,9 @@ def _output_folders(job: str, outputs: Mapping[str, Any], layout: _Layout) -> di
     folders = {}
     for name, spec in outputs.items():
         field = f"job {job}: output '{name}'"
-        if spec.get("jobOutputType") != "uri_folder" or spec.get("mode") != "ReadWriteMount":
-            raise JobContractError(
-                f"{field} is {spec.get('jobOutputType')} / {spec.get('mode')}; the rehearsal "
-                "gives uri_folder outputs in ReadWriteMount mode"
-            )
+        _require_delivery(
+            field, spec, "jobOutputType", "uri_folder", "ReadWriteMount", "gives uri_folder outputs"
+        )
         folder = layout.data / name
         _shell_safe(field, folder)
         folder.mkdir(parents=True)
