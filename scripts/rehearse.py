@@ -31,6 +31,9 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "infra"), str(REPO_ROOT / "rehea
 
 import httpx  # noqa: E402
 
+from phi3_infra.config import ConfigError  # noqa: E402
+from phi3_infra.data import DataError  # noqa: E402
+from phi3_infra.images import ImageContextError  # noqa: E402
 from phi3_infra.offline import OfflineRun, stack_file_config  # noqa: E402
 from phi3_rehearsal.deployment import DeploymentFailed, RunningDeployment, deploy_planned  # noqa: E402
 from phi3_rehearsal.images import ImageSpecError, image_env  # noqa: E402
@@ -113,7 +116,10 @@ def base_model(config: dict[str, str]) -> dict[str, str]:
 
 
 def plan(config: dict[str, str], stack: str) -> OfflineRun:
-    run = plan_stack(config, stack)
+    try:
+        run = plan_stack(config, stack)
+    except (ConfigError, DataError, ImageContextError) as error:
+        raise StageFailed(f"Pulumi.{stack}.yaml: {error}") from None
     job = run.named("training-job")
     print(f"      job {job.inputs['id']}: {job.inputs['properties']['command']}", flush=True)
     return run

@@ -39,3 +39,13 @@ def test_demo_rehearses_the_demo_stack_trains_serves_and_answers(tmp_path: Path)
     # The model the deployment served is the trainer's merged output, found via the model URI.
     assert list(workdir.glob("job/**/wd/model/merged/model.safetensors"))
     assert list(workdir.glob("deployment/**/azureml-models/*/1/merged/config.json"))
+
+
+def test_a_stack_the_program_refuses_is_a_failed_stage_not_a_traceback() -> None:
+    from scripts import rehearse
+
+    config = rehearse.stack_config("demo") | {"phi3-foundry:trainerArgs": '{"num_epochs": 3}'}
+    with pytest.raises(
+        rehearse.StageFailed, match=r"(?s)Pulumi\.demo\.yaml: .*\[num_epochs\]: not a flag"
+    ):
+        rehearse.plan(config, "demo")
