@@ -8,20 +8,33 @@ Accepted layouts, per record:
   - chat records: a ``messages`` list (extra columns such as ``prompt_id`` are dropped);
   - prompt/completion pairs: ``prompt`` and ``completion``, each a string or a list of messages;
   - question/answer: ``question`` and ``answer`` columns (CSV, or JSONL objects).
-An optional ``system`` column becomes the system message. Inputs are ``.jsonl`` or ``.csv``.
+An optional ``system`` column becomes the system message.
+
+Inputs, UTF-8 with or without a byte-order mark (Excel's "CSV UTF-8" has one):
+  - ``.jsonl``: one JSON record per line;
+  - ``.csv``: a header row, then one record per row (a quoted cell may span lines);
+  - ``.json``: a JSON array of records; a ``.json`` file that does not start with ``[`` is read
+    as JSON Lines, as many tools name those files.
 
 Writes DIR/train.jsonl (and DIR/validation.jsonl when the fraction is above 0) and prints a JSON
 summary with counts and, given a tokenizer, token-length percentiles. Every problem is reported
-as ``file:line: what is wrong``; with ``--on-invalid fail`` (default) nothing is written then.
+as ``file:line: what is wrong`` with the line an editor shows (the CSV header is line 1; a record
+over several lines is reported at its first), or, in a JSON array, as ``file[i]: what is wrong``
+with ``i`` the record's 0-based index in the array: an array is often written on a single line,
+where every record would be "line 1". With ``--on-invalid fail`` (default) nothing is written
+then.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
+import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +44,7 @@ from phi3_trainer.data_validation import (
     ChatRecord,
     Problem,
     TokenCounter,
+    Unreadable,
     ValidationReport,
     parse_json_line,
     split_records,
@@ -38,22 +52,107 @@ from phi3_trainer.data_validation import (
 )
 
 PERCENTILES = (50, 90, 95, 99)
+SUFFIXES = (".jsonl", ".csv", ".json")
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    """``(line number, record)`` for each record of a JSONL or CSV file."""
+@dataclass(frozen=True)
+class Records:
+    """The records of one input file, each with the number that locates it in the file."""
+
+    rows: list[tuple[int, Any]]
+    by_index: bool = False  # the numbers are 0-based JSON array indexes, not line numbers
+
+
+# Line ends as editors count them (and Python's universal newlines): a U+2028 in a JSON string
+# ends no line, though str.splitlines() would split there.
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def read_records(path: Path) -> Records:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # drops a byte-order mark, if there is one
+    except UnicodeDecodeError as error:
+        line = len(_LINE_END.split(data[: error.start].decode("utf-8")))
+        advice = "save the file as UTF-8 (in Excel: CSV UTF-8)"
+        reason = f"not UTF-8 text (byte 0x{data[error.start]:02x}); {advice}"
+        return Records([(line, Unreadable(reason))])
     if path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            for row in reader:
-                # line_num is the physical line the row ended on; the header is line 1.
-                yield reader.line_num, {k.strip().lower(): v for k, v in row.items() if k}
-    elif path.suffix.lower() in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle.read().splitlines(), start=1):
-                yield number, parse_json_line(line)
-    else:
-        raise SystemExit(f"{path}: unsupported file type {path.suffix!r} (use .jsonl or .csv)")
+        return Records(list(_csv_records(text)))
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        return _json_array(text)
+    return _json_lines(text, whole_file_is_one_record=path.suffix.lower() == ".json")
+
+
+def _json_lines(text: str, *, whole_file_is_one_record: bool) -> Records:
+    lines = _LINE_END.split(text)
+    if lines[-1] == "":  # the last line's line end starts no line
+        lines.pop()
+    if whole_file_is_one_record and len(lines) > 1 and isinstance(_json_or_none(text), dict):
+        reason = (
+            "the file is one JSON object spread over several lines: give the records as a JSON "
+            "array, or one record per line (JSON Lines)"
+        )
+        return Records([(1, Unreadable(reason))])
+    return Records([(number, parse_json_line(line)) for number, line in enumerate(lines, 1)])
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _json_array(text: str) -> Records:
+    try:
+        array = json.loads(text)
+    except json.JSONDecodeError as error:
+        reason = f"not valid JSON: {error.msg} at column {error.colno}"
+        return Records([(error.lineno, Unreadable(reason))])
+    # A JSON text that starts with "[" and parses is an array.
+    return Records(
+        [(index, _array_element(value)) for index, value in enumerate(array)], by_index=True
+    )
+
+
+def _array_element(value: Any) -> Any:
+    if isinstance(value, dict):
+        return value
+    return Unreadable(f"each record of the array must be a JSON object, got {type(value).__name__}")
+
+
+def _csv_records(text: str) -> Iterator[tuple[int, Any]]:
+    """``(line the record starts on, record)``; blank lines are skipped, as csv.DictReader does."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] = []
+    header_line = 0
+    while True:
+        start = reader.line_num + 1  # line_num: lines read so far
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield start, Unreadable(f"not valid CSV: {error}")
+            return
+        if not cells:
+            continue
+        if not header:
+            header, header_line = [name.strip().lower() for name in cells], start
+            continue
+        yield start, _csv_record(cells, header, header_line)
+
+
+def _csv_record(cells: list[str], header: list[str], header_line: int) -> Any:
+    extra = cells[len(header) :]
+    if len(cells) < len(header) or any(cell.strip() for cell in extra):
+        fields = f"{len(cells)} field{'s' if len(cells) != 1 else ''}"
+        reason = f"has {fields}, but the header (line {header_line}) has {len(header)}"
+        if extra:
+            reason += " (a cell that holds a comma must be in double quotes)"
+        return Unreadable(reason)
+    return {name: cell for name, cell in zip(header, cells, strict=False) if name}
 
 
 def to_chat(row: Any, system_prompt: str | None) -> Any:
@@ -129,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("inputs", nargs="+", type=Path, help=".jsonl or .csv files")
+    parser.add_argument("inputs", nargs="+", type=Path, help=".jsonl, .csv or .json files")
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=42, help="seed of the train/validation split")
@@ -143,16 +242,23 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in args.inputs if not p.is_file()]
     if missing:
         parser.error(f"input file(s) not found: {', '.join(missing)}")
+    unsupported = [str(p) for p in args.inputs if p.suffix.lower() not in SUFFIXES]
+    if unsupported:
+        parser.error(f"unsupported file type: {', '.join(unsupported)} (use .jsonl, .csv or .json)")
 
     count_tokens = tokenizer_counter(args.tokenizer) if args.tokenizer else None
     report = ValidationReport()
+    by_index: set[str] = set()  # files whose problems are located by array index
     for path in args.inputs:
-        rows = ((n, to_chat(row, args.system_prompt)) for n, row in read_rows(path))
+        source = read_records(path)
+        rows = ((n, to_chat(row, args.system_prompt)) for n, row in source.rows)
         max_length = args.max_length if count_tokens else None
         report.extend(
             validate_records(rows, str(path), count_tokens=count_tokens, max_length=max_length)
         )
-    print_problems(report.problems)
+        if source.by_index:
+            by_index.add(str(path))
+    print_problems(report.problems, by_index)
     if report.problems and args.on_invalid == "fail":
         return 1
     records, duplicates = deduplicate(report.records)
@@ -185,9 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def print_problems(problems: list[Problem]) -> None:
+def print_problems(problems: list[Problem], by_index: set[str]) -> None:
     for problem in problems:
-        print(problem, file=sys.stderr)
+        if problem.file in by_index:
+            print(f"{problem.file}[{problem.line}]: {problem.message}", file=sys.stderr)
+        else:
+            print(problem, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -115,3 +115,84 @@ def test_a_malformed_first_message_is_a_located_problem_with_or_without_system_p
         assert proc.returncode == 1
         # The index is the file's own: no system message was put in front of the bad one.
         assert proc.stderr.splitlines() == [f"{data}:1: messages[0] must be an object, got str"]
+
+
+# -- data as users bring it ------------------------------------------------------------------------
+def test_an_excel_csv_with_a_byte_order_mark_and_crlf_is_read(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    """Excel's "CSV UTF-8" starts with a byte-order mark and ends lines with CRLF."""
+    csv_file = tmp_path / "excel.csv"
+    csv_file.write_bytes("\ufeffQuestion,Answer\r\nCafé?,Oui\r\n".encode())
+    jsonl_file = tmp_path / "bom.jsonl"
+    jsonl_file.write_bytes(("\ufeff" + json.dumps(chat("x", "y")) + "\r\n").encode())
+    out = tmp_path / "out"
+    proc = prepare(repo_root, csv_file, jsonl_file, "--out-dir", out, "--validation-fraction", 0)
+    assert proc.returncode == 0, proc.stderr
+    assert read_jsonl(out / "train.jsonl") == [chat("Café?", "Oui"), chat("x", "y")]
+
+
+def test_a_json_array_is_read_and_problems_name_the_array_index(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    records = [chat("a", "b"), chat("c", ""), "not a record", {"question": "q", "answer": "r"}]
+    data = tmp_path / "records.json"
+    data.write_text(json.dumps(records, indent=2))
+    out = tmp_path / "out"
+    proc = prepare(repo_root, data, "--out-dir", out)
+    assert proc.returncode == 1
+    # [i] is the record's 0-based index in the array, whatever lines the array spans.
+    assert proc.stderr.splitlines() == [
+        f"{data}[1]: messages[1].content is empty",
+        f"{data}[2]: each record of the array must be a JSON object, got str",
+    ]
+    dropped = prepare(repo_root, data, "--out-dir", out, "--on-invalid", "drop",
+                      "--validation-fraction", 0)  # fmt: skip
+    assert dropped.returncode == 0, dropped.stderr
+    assert read_jsonl(out / "train.jsonl") == [chat("a", "b"), chat("q", "r")]
+
+
+def test_a_json_file_that_is_no_array_of_records_gets_one_message(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('[\n  {"messages": []},\n  {"messages": [}\n]\n')
+    one_object = tmp_path / "one.json"
+    one_object.write_text(json.dumps(chat("a", "b"), indent=2))
+    proc = prepare(repo_root, broken, one_object, "--out-dir", tmp_path / "out")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"{broken}:3: not valid JSON: Expecting value at column 17",
+        f"{one_object}:1: the file is one JSON object spread over several lines: give the records"
+        " as a JSON array, or one record per line (JSON Lines)",
+    ]
+
+
+def test_line_numbers_are_the_ones_an_editor_shows(tmp_path: Path, repo_root: Path) -> None:
+    """JSON allows U+2028 in a string unescaped; no editor starts a line there. A CSV record over
+    two lines (a quoted line break) is reported at the line it starts on; the header is line 1."""
+    jsonl_file = tmp_path / "d.jsonl"
+    jsonl_file.write_text(
+        json.dumps(chat("one\u2028two", "three"), ensure_ascii=False) + "\n{broken\n"
+    )
+    csv_file = tmp_path / "qa.csv"
+    csv_file.write_text('question,answer\nok?,"yes,\nover two lines"\n,"no\nquestion"\nshort\n')
+    proc = prepare(repo_root, jsonl_file, csv_file, "--out-dir", tmp_path / "out")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"{jsonl_file}:2: not valid JSON: Expecting property name enclosed in double quotes"
+        " at column 2",
+        f"{csv_file}:4: messages[0].content is empty",
+        f"{csv_file}:6: has 1 field, but the header (line 1) has 2",
+    ]
+
+
+def test_a_file_that_is_not_utf8_is_one_located_problem(tmp_path: Path, repo_root: Path) -> None:
+    """A CSV saved as Windows-1252 (Excel's plain "CSV" in western locales)."""
+    csv_file = tmp_path / "legacy.csv"
+    csv_file.write_bytes("question,answer\nok?,yes\nCafé?,Oui\n".encode("cp1252"))
+    proc = prepare(repo_root, csv_file, "--out-dir", tmp_path / "out")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"{csv_file}:3: not UTF-8 text (byte 0xe9); save the file as UTF-8 (in Excel: CSV UTF-8)"
+    ]
