@@ -116,6 +116,7 @@ KEY_PROPERTIES: Mapping[str, tuple[str, ...]] = {
         "job_id",
         "timeout_s",
         "deployment_name",
+        "deployment_id",
         "key_vault",
         "purge_key_vault",
         "workspaces",

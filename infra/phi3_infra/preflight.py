@@ -121,9 +121,20 @@ class ServingRequest:
 
     instance_type: str
     instance_count: int
-    # ARM id of the stack's own deployment: when it exists (a re-run), its instances already
-    # hold their quota, so they must not count against the same deployment.
+    # ARM id of the deployment this run serves from. When it exists (a re-run), its instances
+    # already hold their quota, so they must not count against it again. A new model is a new
+    # deployment (serving.py): the endpoint's other deployments keep serving, and holding their
+    # quota, until traffic has moved to it, so both need quota at once.
     deployment_id: str = ""
+
+    @property
+    def deployment_name(self) -> str:
+        return self.deployment_id.rsplit("/", 1)[-1]
+
+    @property
+    def endpoint_deployments(self) -> str:
+        """The path that lists the endpoint's deployments (OnlineDeployments_List)."""
+        return self.deployment_id.rsplit("/", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -232,6 +243,8 @@ class ServingCheck:
     instances_reserved: int = 0  # ceil(1.2 x count), or count for sizes exempt from the reserve
     vcpus_needed: int = 0
     vcpus_held_by_own_deployment: int = 0  # not counted as used: the same deployment holds them
+    # Counted as used: the endpoint's other deployments, serving until the traffic switch.
+    vcpus_held_by_live_deployments: int = 0
     family_quota: QuotaLine | None = None
     regional_quota: QuotaLine | None = None
     advice: str = ""
@@ -535,9 +548,11 @@ def check_serving(
     region: str,
     vm_sizes: Sequence[dict[str, Any]],
     usages: Sequence[dict[str, Any]],
-    own_deployment: dict[str, Any] | None,
+    deployments: Sequence[dict[str, Any]],
 ) -> ServingCheck:
-    """The serving size in one region: offered to managed online endpoints, and its quota."""
+    """The serving size in one region: offered to managed online endpoints, and its quota, next
+    to the endpoint's `deployments` as ARM lists them (the one this run serves from among them
+    when it exists)."""
     instance_type, count = serving.instance_type, serving.instance_count
     key = config_key("serving_instance_type")
     unchecked = ServingCheck(region, instance_type, count, Verdict.UNAVAILABLE)
@@ -564,17 +579,19 @@ def check_serving(
         instances_reserved=reserved,
         vcpus_needed=needed,
     )
-    own_type, own_count = _deployment_size(own_deployment)
+    name = serving.deployment_name.lower()
+    own = next((d for d in deployments if str(d.get("name", "")).lower() == name), None)
+    own_type, own_count = _deployment_size(own)
     if own_type.lower() == instance_type.lower() and own_count == count:
-        # Unchanged: the deployment already holds its instances and reserve; an update (a new
-        # model) rolls through that reserve.
+        # Unchanged: the deployment already holds its instances and reserve; an update of its
+        # settings rolls through that reserve.
         return replace(sized, verdict=Verdict.FITS, advice="already deployed at this size")
-    own_size = _find_size(vm_sizes, own_type) if own_type else None
-    held = 0
-    if own_size is not None and normalize_family(str(own_size["family"])) == normalize_family(
-        family
-    ):
-        held = own_count * int(own_size["vCPUs"])
+    held = _vcpus_in_family(own, vm_sizes, family)
+    live = {
+        str(d.get("name")): vcpus_held
+        for d in deployments
+        if d is not own and (vcpus_held := _vcpus_in_family(d, vm_sizes, family))
+    }
     family_line, regional_line = (
         replace(line, used=max(line.used - held, 0)) if line is not None else None
         for line in _quota_lines(usages, family, low_priority=False)
@@ -582,6 +599,7 @@ def check_serving(
     sized = replace(
         sized,
         vcpus_held_by_own_deployment=held,
+        vcpus_held_by_live_deployments=sum(live.values()),
         family_quota=family_line,
         regional_quota=regional_line,
     )
@@ -600,11 +618,28 @@ def check_serving(
     header = f"{instance_type} ({family}, {vcpus} vCPUs x {reserve})"
     if held:
         header += f" [used excludes the {held} vCPUs the stack's own deployment holds]"
+    if live:
+        header += (
+            f" [used includes the {sum(live.values())} vCPUs of deployment(s) "
+            f"{', '.join(sorted(live))}, which serve until traffic moves to the new one: during "
+            "a rollout both run]"
+        )
     reasons = _quota_shortfall(
         request.subscription_id, region, short, family_line, family, needed, low_priority=False
     )
     advice = f"{header}: {reasons}; or set {key} to a size with quota"
     return replace(sized, verdict=Verdict.NO_QUOTA, advice=advice)
+
+
+def _vcpus_in_family(
+    deployment: dict[str, Any] | None, vm_sizes: Sequence[dict[str, Any]], family: str
+) -> int:
+    """The vCPUs `deployment`'s instances hold in `family` (0 for another family)."""
+    instance_type, count = _deployment_size(deployment)
+    size = _find_size(vm_sizes, instance_type) if instance_type else None
+    if size is None or normalize_family(str(size["family"])) != normalize_family(family):
+        return 0
+    return count * int(size["vCPUs"])
 
 
 def _deployment_size(deployment: dict[str, Any] | None) -> tuple[str, int]:
@@ -764,7 +799,7 @@ def run_preflight(client: ArmClient, request: PreflightRequest) -> PreflightRepo
             )
             jobs[f"own/{kind}"] = getting(own_id, spec.api_version)
     if request.serving is not None and request.serving.deployment_id:
-        jobs["own_deployment"] = getting(request.serving.deployment_id, ML_API_VERSION)
+        jobs["deployments"] = listing(request.serving.endpoint_deployments, ML_API_VERSION)
     if request.trains or request.serving is not None:
         for region in request.regions:
             jobs[f"{region}/vmSizes"] = listing(f"{ml}/locations/{region}/vmSizes", ML_API_VERSION)
@@ -862,9 +897,10 @@ def _judge_region(
         )
     serving_check = None
     if request.serving is not None:
-        own = results.get("own_deployment")
-        deployment = None if own is None or isinstance(own, ArmNotFoundError) else _value(own)
-        serving_check = check_serving(request, request.serving, region, sizes, usages, deployment)
+        listed = results.get("deployments")
+        # No endpoint yet (404): its first deployment.
+        found = [] if listed is None or isinstance(listed, ArmNotFoundError) else _value(listed)
+        serving_check = check_serving(request, request.serving, region, sizes, usages, found)
     return RegionResult(region, checks, serving_check)
 
 

@@ -1,9 +1,28 @@
-"""Serving: a managed online endpoint with one deployment of the server image and the model.
+"""Serving: a managed online endpoint whose model is rolled out blue/green.
 
-The endpoint and its deployment depend on each other (traffic names a deployment, a deployment
-needs its endpoint), so the endpoint is created without traffic and a small dynamic resource sets
-100% on the deployment once it exists, and takes it back to 0% before the deployment is deleted
-(Azure refuses to delete a deployment that still receives traffic).
+Each served (model, server environment) pair is its own deployment, named after both
+(`deployment_name`) and declared as its own resource (`online-deployment-<name>`). A new model is
+therefore a new deployment next to the one serving, never an in-place update of it:
+
+1. the new deployment is created (Azure waits for its readiness probe);
+2. `RolloutCheck` (rollout.py) confirms it is provisioned and answers one chat sent to it alone;
+3. `EndpointTraffic`, which depends on the check, is updated in place to put 100% on it;
+4. the old deployment, no longer declared, is deleted by the engine after every step succeeded
+   (pulumi/pulumi pkg/resource/deploy/deployment_executor.go `performPostSteps`), by which time
+   it has no traffic (Azure refuses to delete a deployment that has: how-to-safely-rollout-online-
+   endpoints.md, "Remove the old deployment").
+
+A failed step stops the update before 3, so the old deployment keeps 100%. Per-deployment logical
+names matter: changing the Azure name of one logical deployment would be a create-before-delete
+replacement, after which the engine marks the old object pending deletion (`Delete: true`,
+pkg/resource/deploy/step.go CreateStep.Apply) and deletes it at the end of the next successful
+update whatever the program then declares (step_generator.go `GenerateDeletes`), even a rollback
+to it. A separate logical resource stays an ordinary one until the program stops declaring it.
+
+The endpoint and its deployments depend on each other (traffic names a deployment, a deployment
+needs its endpoint), so the endpoint is created without traffic; `EndpointTraffic` is replaced
+only with the endpoint, and its delete takes traffic to 0% before `pulumi destroy` deletes the
+deployment.
 
 The server reads its limits from `PHI3_SERVER_*` variables set here from the same config values
 as the deployment's request settings, so the two cannot drift.
@@ -27,10 +46,12 @@ from phi3_infra.config import EndpointAuthMode, StackConfig
 from phi3_infra.dynamic import replace_when_changed
 from phi3_infra.identity import runs_as
 from phi3_infra.immutable import asset_version_options
+from phi3_infra.rollout import RolloutCheck
 from phi3_infra.waiting import ML_API_VERSION, OperationFailed, Poll, poll_until_terminal
 
 SERVER_ENVIRONMENT = "phi3-server"
-DEPLOYMENT_NAME = "phi3"
+DEPLOYMENT_PREFIX = "phi3-"
+_DEPLOYMENT_HASH_LENGTH = 12
 # The server image listens here and answers these routes (serving_image/phi3_server).
 SERVER_PORT = 5001
 LIVENESS_PATH = "/health"
@@ -68,6 +89,31 @@ def server_environment_version(image_identity: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """A registered model version to serve, known when the program is planned; `depends_on`:
+    what must exist before a deployment uses it (the registration, when this run makes it)."""
+
+    name: str
+    version: str
+    depends_on: Sequence[pulumi.Resource] = ()
+
+    @property
+    def reference(self) -> str:
+        return f"azureml:{self.name}:{self.version}"
+
+
+def deployment_name(model: ServedModel, environment_version: str) -> str:
+    """The Azure name of the deployment serving `model` with that server environment version.
+    Deployment names "begin with a letter, be 3-32 characters in length, only consist of letters
+    and numbers" with single dashes accepted (MicrosoftDocs/azure-ai-docs articles/
+    machine-learning/how-to-manage-quotas.md, "Azure Machine Learning online endpoints and batch
+    endpoints"): `phi3-` and 12 hex digits of a hash of the three."""
+    canonical = json.dumps([model.name, model.version, environment_version])
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:_DEPLOYMENT_HASH_LENGTH]
+    return f"{DEPLOYMENT_PREFIX}{digest}"
+
+
 def openai_base_url(scoring_uri: str) -> str:
     """`https://<endpoint>.<region>.inference.ml.azure.com/score` -> `.../v1`."""
     return scoring_uri.removesuffix(SCORING_PATH) + OPENAI_PATH
@@ -94,17 +140,20 @@ class ServingArgs:
     endpoint_name: str
     server_image_identity: str  # content tag or pinned reference: the environment's version
     server_image_ref: pulumi.Input[str]
-    model_id: pulumi.Input[str]  # ARM id of the model version
+    model: ServedModel | None  # None: nothing to serve yet, the endpoint alone
+    project_id: pulumi.Input[str]  # the model's workspace
     resource_group_name: pulumi.Input[str]
     workspace_name: pulumi.Input[str]
     identity_id: pulumi.Input[str]
     tags: Mapping[str, str]
-    depends_on: Sequence[pulumi.Resource]  # what must exist before the deployment (the model)
+    # What the deployment needs besides its model (the endpoint identity's grants, the image).
+    depends_on: Sequence[pulumi.Resource]
 
 
 class ServingEndpoint(pulumi.ComponentResource):
     endpoint: ml.OnlineEndpoint
-    deployment: ml.OnlineDeployment
+    deployment: ml.OnlineDeployment | None
+    traffic: EndpointTraffic | None
     scoring_uri: pulumi.Output[str]
     openai_base_url: pulumi.Output[str]
     primary_key: pulumi.Output[str] | None
@@ -118,10 +167,11 @@ class ServingEndpoint(pulumi.ComponentResource):
             resource_group_name=args.resource_group_name, workspace_name=args.workspace_name
         )
         route = {"port": SERVER_PORT}
+        environment_version = server_environment_version(args.server_image_identity)
         environment = ml.EnvironmentVersion(
             "server-environment",
             name=SERVER_ENVIRONMENT,
-            version=server_environment_version(args.server_image_identity),
+            version=environment_version,
             properties=ml.EnvironmentVersionPropertiesArgs(
                 image=args.server_image_ref,
                 os_type=ml.OperatingSystemType.LINUX,
@@ -150,38 +200,9 @@ class ServingEndpoint(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["properties.traffic"]),
             **in_workspace,
         )
-        self.deployment = ml.OnlineDeployment(
-            "online-deployment",
-            endpoint_name=self.endpoint.name,
-            deployment_name=DEPLOYMENT_NAME,
-            location=config.location,
-            tags=dict(args.tags),
-            sku=ml.SkuArgs(name="Default", capacity=config.serving_instance_count),
-            properties=ml.ManagedOnlineDeploymentArgs(
-                endpoint_compute_type="Managed",
-                model=args.model_id,
-                environment_id=environment.id,
-                instance_type=config.serving_instance_type,
-                environment_variables=server_environment_variables(config),
-                request_settings=ml.OnlineRequestSettingsArgs(
-                    request_timeout=f"PT{config.request_timeout_seconds}S",
-                    max_concurrent_requests_per_instance=config.max_concurrent_requests,
-                ),
-                # Loading a 3.8B model on CPU takes minutes: readiness waits up to 20 minutes.
-                liveness_probe=_probe(initial_delay_s=60, failure_threshold=30),
-                readiness_probe=_probe(initial_delay_s=30, failure_threshold=120),
-                scale_settings=ml.DefaultScaleSettingsArgs(scale_type="Default"),
-                app_insights_enabled=True,
-            ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
-            **in_workspace,
-        )
-        self.traffic = EndpointTraffic(
-            "endpoint-traffic",
-            endpoint_id=self.endpoint.id,
-            deployment_name=self.deployment.name,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment]),
-        )
+        self.deployment, self.traffic = None, None
+        if args.model is not None:
+            self._roll_out(args, args.model, environment, environment_version, in_workspace)
         self.scoring_uri = self.endpoint.properties.apply(lambda p: str(p.scoring_uri))
         self.openai_base_url = self.scoring_uri.apply(openai_base_url)
         self.primary_key = None
@@ -196,6 +217,64 @@ class ServingEndpoint(pulumi.ComponentResource):
             self.secondary_key = pulumi.Output.secret(keys.secondary_key)
         self.register_outputs(
             {"scoringUri": self.scoring_uri, "openAiBaseUrl": self.openai_base_url}
+        )
+
+    def _roll_out(
+        self,
+        args: ServingArgs,
+        model: ServedModel,
+        environment: ml.EnvironmentVersion,
+        environment_version: str,
+        in_workspace: _InWorkspace,
+    ) -> None:
+        """The model's own deployment, its check, then traffic on it (the module's docstring)."""
+        config = args.config
+        name = deployment_name(model, environment_version)
+        self.deployment = ml.OnlineDeployment(
+            f"online-deployment-{name}",
+            endpoint_name=self.endpoint.name,
+            deployment_name=name,
+            location=config.location,
+            tags=dict(args.tags),
+            sku=ml.SkuArgs(name="Default", capacity=config.serving_instance_count),
+            properties=ml.ManagedOnlineDeploymentArgs(
+                endpoint_compute_type="Managed",
+                description=f"{model.reference} on {SERVER_ENVIRONMENT}:{environment_version}",
+                model=pulumi.Output.concat(
+                    args.project_id, f"/models/{model.name}/versions/{model.version}"
+                ),
+                environment_id=environment.id,
+                instance_type=config.serving_instance_type,
+                environment_variables=server_environment_variables(config),
+                request_settings=ml.OnlineRequestSettingsArgs(
+                    request_timeout=f"PT{config.request_timeout_seconds}S",
+                    max_concurrent_requests_per_instance=config.max_concurrent_requests,
+                ),
+                # Loading a 3.8B model on CPU takes minutes: readiness waits up to 20 minutes.
+                liveness_probe=_probe(initial_delay_s=60, failure_threshold=30),
+                readiness_probe=_probe(initial_delay_s=30, failure_threshold=120),
+                scale_settings=ml.DefaultScaleSettingsArgs(scale_type="Default"),
+                app_insights_enabled=True,
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*model.depends_on, *args.depends_on]
+            ),
+            **in_workspace,
+        )
+        check = RolloutCheck(
+            f"rollout-check-{name}",
+            deployment_id=self.deployment.id,
+            auth_mode=config.endpoint_auth_mode,
+            request_timeout_s=config.request_timeout_seconds,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        # One logical name across rollouts: a new deployment updates it, never replaces it
+        # (a replacement's delete would take all traffic away).
+        self.traffic = EndpointTraffic(
+            "endpoint-traffic",
+            endpoint_id=self.endpoint.id,
+            deployment_name=name,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment, check]),
         )
 
 
@@ -242,10 +321,17 @@ class _EndpointTrafficProvider(pulumi.dynamic.ResourceProvider):
         self._apply(props, {props["deployment_name"]: 100})
         return pulumi.dynamic.CreateResult(id_=props["endpoint_id"], outs=props)
 
+    def update(
+        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.UpdateResult:
+        # {new: 100} alone: the deployment that served before gets 0% and can then be deleted.
+        self._apply(news, {news["deployment_name"]: 100})
+        return pulumi.dynamic.UpdateResult(outs=news)
+
     def diff(
         self, _id: str, olds: dict[str, Any], news: dict[str, Any]
     ) -> pulumi.dynamic.DiffResult:
-        return replace_when_changed(olds, news, ("endpoint_id", "deployment_name"))
+        return replace_when_changed(olds, news, ("endpoint_id",), updated=("deployment_name",))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         # An endpoint that is already gone took its traffic with it.

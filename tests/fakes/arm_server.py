@@ -35,9 +35,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from phi3_infra.arm import ArmClient
 from phi3_infra.preflight import REQUIRED_PROVIDERS
+from tests.fakes.examples import example_response
 
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000001"
 TOKEN = "fake-arm-access-token"
+ONLINE_DEPLOYMENT_GET = (
+    "machinelearningservices__2024-10-01__OnlineDeployment__ManagedOnlineDeployment__get"
+)
 
 # api-versions this fake accepts, per provider: real ARM answers 400 to one it does not know.
 API_VERSIONS = {
@@ -204,8 +208,12 @@ class FakeArm:
     taken_names: dict[str, set[str]] = field(default_factory=dict)
     # ARM ids (lowercase) of this subscription's storage accounts, registries and vaults.
     own_resources: set[str] = field(default_factory=set)
-    # Online deployments by ARM id (lowercase): (instance type, instance count).
-    online_deployments: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # Online deployments by ARM id (lowercase).
+    online_deployments: dict[str, OnlineDeployment] = field(default_factory=dict)
+    # Tokens with an end (ExpiringTokens): token -> when it expires on `clock`; the fake's own
+    # `token` never expires.
+    token_expiry: dict[str, float] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
     faults: list[Fault] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     routes: list[Route] = field(default_factory=list)
@@ -234,12 +242,12 @@ class FakeArm:
             rf"{group}/providers/(?P<ns>{namespaces})/(?P<kind>{collections})/(?P<name>[^/]+)",
             _get_own_resource,
         )
-        self.route(
-            "GET",
+        endpoint = (
             rf"{group}/providers/Microsoft\.MachineLearningServices/workspaces/[^/]+"
-            r"/onlineEndpoints/[^/]+/deployments/[^/]+",
-            _get_online_deployment,
+            r"/onlineEndpoints/[^/]+"
         )
+        self.route("GET", rf"{endpoint}/deployments/[^/]+", _get_online_deployment)
+        self.route("GET", rf"{endpoint}/deployments", _list_online_deployments)
 
     # -- scripting -------------------------------------------------------------------------
     def route(self, method: str, path_regex: str, handler: Handler) -> None:
@@ -283,21 +291,37 @@ class FakeArm:
         return arm_id
 
     def deploy_online(
-        self, location: str, deployment_id: str, instance_type: str, instances: int
+        self,
+        location: str,
+        deployment_id: str,
+        instance_type: str,
+        instances: int,
+        *,
+        states: tuple[str, ...] = ("Succeeded",),
+        model: str = "",
     ) -> None:
-        """An online deployment running `instances` of `instance_type`: its vCPUs count as used
-        in the family and the regional dedicated total."""
+        """An online deployment running `instances` of `instance_type` (serving `model`, an ARM
+        id, where given): its vCPUs count as used in the family and the regional dedicated total.
+        Its GETs answer the provisioning `states` in turn, the last one from then on."""
         region, size = self.regions[location], CATALOG[instance_type]
         used, limit = region.family_dedicated[size.family]
         region.family_dedicated[size.family] = (used + instances * size.vcpus, limit)
         used, limit = region.dedicated_total
         region.dedicated_total = (used + instances * size.vcpus, limit)
-        self.online_deployments[deployment_id.lower()] = (instance_type, instances)
+        self.online_deployments[deployment_id.lower()] = OnlineDeployment(
+            deployment_id, instance_type, instances, list(states), model
+        )
 
     def soft_delete_vault(
-        self, name: str, location: str, *, purge_protection: bool = False
+        self,
+        name: str,
+        location: str,
+        *,
+        purge_protection: bool = False,
+        resource_group: str = "old",
     ) -> None:
         sub = f"/subscriptions/{self.subscription_id}"
+        group = f"{sub}/resourceGroups/{resource_group}"
         self.deleted_vaults.append({
             "id": f"{sub}/providers/Microsoft.KeyVault/locations/{location}/deletedVaults/{name}",
             "name": name,
@@ -591,20 +615,20 @@ def _get_online_deployment(
     deployment = fake.online_deployments.get(path.lower())
     if deployment is None:
         return 404, _error("ResourceNotFound", f"Online deployment {path} was not found.")
-    instance_type, instances = deployment
-    # Fields of machinelearningservices stable/2024-10-01 examples/OnlineDeployment/
-    # ManagedOnlineDeployment/get.json that say what it runs.
-    return 200, {
-        "id": path,
-        "name": path.rsplit("/", 1)[-1],
-        "type": "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments",
-        "properties": {
-            "endpointComputeType": "Managed",
-            "instanceType": instance_type,
-            "provisioningState": "Succeeded",
-        },
-        "sku": {"name": "Default", "tier": "Standard", "capacity": instances},
-    }
+    return 200, deployment.answer(deployment.next_state())
+
+
+def _list_online_deployments(
+    fake: FakeArm, query: dict[str, list[str]], m: re.Match[str]
+) -> tuple[int, Any]:
+    """OnlineDeployments_List (examples/OnlineDeployment/list.json: `value`, and no `nextLink`
+    on the last page); 404 for an endpoint the fake has no deployment under, as ARM answers for a
+    parent that does not exist."""
+    prefix = m.string.lower() + "/"
+    found = [d for key, d in fake.online_deployments.items() if key.startswith(prefix)]
+    if not found:
+        return 404, _error("ResourceNotFound", f"Online endpoint {m.string} was not found.")
+    return 200, {"value": [d.answer(d.states[0]) for d in found]}
 
 
 def _make_tls_files(workdir: Path) -> tuple[Path, Path, Path]:

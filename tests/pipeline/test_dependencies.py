@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from phi3_infra.offline import OfflineRun
+from tests.pipeline.serving_plan import rollout_check, served_deployment
 
 WORKLOAD_ROLES = ("workload-contributor", "workload-storage-blob-data-reader", "workload-acr-pull")
 
@@ -41,17 +42,19 @@ def test_the_data_upload_waits_for_the_uploaders_role(run: OfflineRun) -> None:
 
 
 def test_model_after_the_completed_job_and_deployment_after_the_model(run: OfflineRun) -> None:
+    deployment = served_deployment(run).name
     assert run.waits_for("training-job-completion", "training-job")
     assert run.waits_for("model", "training-job-completion")
-    assert run.waits_for("online-deployment", "model")
-    assert run.waits_for("online-deployment", "server-image")
-    assert run.waits_for("online-deployment", "online-endpoint")
-    assert run.waits_for("endpoint-traffic", "online-deployment")
+    assert run.waits_for(deployment, "model")
+    assert run.waits_for(deployment, "server-image")
+    assert run.waits_for(deployment, "online-endpoint")
+    assert run.waits_for(rollout_check(run).name, deployment)
+    assert run.waits_for("endpoint-traffic", rollout_check(run).name)
 
 
 def test_the_endpoint_does_not_wait_for_its_deployment(run: OfflineRun) -> None:
     """Traffic is set by its own resource: no endpoint <-> deployment cycle."""
-    assert not run.waits_for("online-endpoint", "online-deployment")
+    assert not run.waits_for("online-endpoint", served_deployment(run).name)
     assert "traffic" not in run.named("online-endpoint").inputs["properties"]
 
 

@@ -8,6 +8,7 @@ import pytest
 from phi3_infra.offline import OfflineRun, PlannedResource
 from phi3_infra.rbac import BuiltInRole
 from tests.pipeline.conftest import Plan
+from tests.pipeline.serving_plan import served_deployment
 
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
 
@@ -52,7 +53,7 @@ def test_the_endpoint_identity_can_pull_its_image_and_read_its_model_and_nothing
 def test_the_deployment_waits_for_the_endpoint_identitys_grants(
     run: OfflineRun, grant: str
 ) -> None:
-    assert run.waits_for("online-deployment", grant)
+    assert run.waits_for(served_deployment(run).name, grant)
 
 
 def test_serving_a_referenced_model_also_runs_as_the_endpoint_identity(plan: Plan) -> None:

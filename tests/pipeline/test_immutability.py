@@ -19,6 +19,7 @@ from tests.fakes.azure_rules import (
     FakeAzure,
 )
 from tests.pipeline.conftest import Plan
+from tests.pipeline.serving_plan import served_deployment
 
 ALL_STAGES = '["infra", "train", "serve"]'
 IMMUTABLE = (JOB, DATA_VERSION, ENVIRONMENT_VERSION, MODEL_VERSION)
@@ -47,7 +48,7 @@ def test_a_changed_scoring_route_is_a_new_server_environment(
         "path": "/v1/chat/completions",
         "port": serving.SERVER_PORT,
     }
-    assert after.named("online-deployment").inputs["properties"]["environmentId"] == environment.id
+    assert served_deployment(after).inputs["properties"]["environmentId"] == environment.id
     assert azure.updates(ENVIRONMENT_VERSION) == []
 
 

@@ -7,6 +7,7 @@ import pytest
 from phi3_infra.offline import OfflineRun
 from phi3_server.settings import Settings
 from tests.pipeline.conftest import Plan
+from tests.pipeline.serving_plan import served_deployment
 
 
 def test_keys_are_secret_outputs_and_nothing_else_is(full_run: OfflineRun) -> None:
@@ -34,7 +35,7 @@ def test_endpoint_runs_as_its_own_identity_and_exports_its_urls(full_run: Offlin
 
 
 def test_deployment_serves_the_trained_model_with_the_server_image(full_run: OfflineRun) -> None:
-    deployment = full_run.named("online-deployment").inputs
+    deployment = served_deployment(full_run).inputs
     properties = deployment["properties"]
     assert properties["model"] == full_run.named("model").id
     assert properties["environmentId"] == full_run.named("server-environment").id
@@ -53,7 +54,7 @@ def test_request_limits_reach_azure_and_the_server_alike(
     plan: Plan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = plan(requestTimeoutSeconds="120", maxConcurrentRequests="6")
-    properties = run.named("online-deployment").inputs["properties"]
+    properties = served_deployment(run).inputs["properties"]
     settings_sent = properties["requestSettings"]
     assert settings_sent["requestTimeout"] == "PT120S"
     assert settings_sent["maxConcurrentRequestsPerInstance"] == 6
@@ -67,7 +68,7 @@ def test_request_limits_reach_azure_and_the_server_alike(
 
 
 def test_probes_give_a_cpu_model_load_time(full_run: OfflineRun) -> None:
-    properties = full_run.named("online-deployment").inputs["properties"]
+    properties = served_deployment(full_run).inputs["properties"]
     readiness, liveness = properties["readinessProbe"], properties["livenessProbe"]
     assert readiness["failureThreshold"] * 10 + 30 >= 15 * 60  # seconds before giving up
     assert liveness["initialDelay"] == "PT60S"

@@ -97,8 +97,8 @@ def test_a_size_the_region_does_not_offer_is_refused(
 def test_the_stacks_unchanged_deployment_needs_no_new_quota(
     fake_arm: FakeArm, arm_client: ArmClient
 ) -> None:
-    # A re-run (e.g. a new model) with the deployment as it is: its instances and reserve are
-    # already held, although the free quota alone would not cover a new deployment.
+    # A re-run with the deployment as it is (same model and server): its instances and reserve
+    # are already held, although the free quota alone would not cover a new deployment.
     fake_arm.add_region("eastus2", quota={ESV3: (0, 8)})
     fake_arm.deploy_online("eastus2", DEPLOYMENT_ID, E4S, 1)
     rerun = run_preflight(arm_client, serving(deployment_id=DEPLOYMENT_ID))
@@ -123,7 +123,7 @@ def test_a_missing_deployment_is_a_first_deployment(
 ) -> None:
     fake_arm.add_region("eastus2", quota={ESV3: (0, 8)})
     assert run_preflight(arm_client, serving(deployment_id=DEPLOYMENT_ID)).fits
-    (call,) = fake_arm.calls_to("/deployments/phi3")
+    (call,) = fake_arm.calls_to("/deployments")  # the endpoint's deployments: no endpoint yet
     assert call.status == 404
 
 
@@ -137,3 +137,25 @@ def test_serving_is_checked_next_to_training(fake_arm: FakeArm, arm_client: ArmC
     assert region.serving is not None and region.serving.verdict is Verdict.NO_QUOTA
     assert not report.fits and "serving:" in report.failure_message()
     assert len(fake_arm.calls_to("/usages")) == 1  # one answer serves both checks
+
+
+def test_a_new_models_deployment_needs_room_next_to_the_live_one(
+    fake_arm: FakeArm, arm_client: ArmClient
+) -> None:
+    # Blue/green: the deployment serving now keeps its instances until traffic has moved to the
+    # new one, so a model change needs the new deployment's quota on top of the live one's.
+    live = DEPLOYMENT_ID.rsplit("/", 1)[0] + "/phi3-0a1b2c3d4e5f"
+    fake_arm.add_region("eastus2", quota={ESV3: (0, 8)})
+    fake_arm.deploy_online("eastus2", live, E4S, 1)
+    report = run_preflight(arm_client, serving(deployment_id=DEPLOYMENT_ID))
+    check = report.regions[0].serving
+    assert not report.fits and check is not None and check.verdict is Verdict.NO_QUOTA
+    assert (check.vcpus_held_by_own_deployment, check.vcpus_held_by_live_deployments) == (0, 4)
+    message = report.failure_message()
+    assert "need 8 vCPUs, used 4, limit 8" in message
+    assert (
+        "[used includes the 4 vCPUs of deployment(s) phi3-0a1b2c3d4e5f, which serve until "
+        "traffic moves to the new one: during a rollout both run]"
+    ) in message
+    fake_arm.add_region("eastus2", quota={ESV3: (4, 12)})  # room for both
+    assert run_preflight(arm_client, serving(deployment_id=DEPLOYMENT_ID)).fits

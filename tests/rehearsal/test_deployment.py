@@ -30,6 +30,7 @@ from phi3_rehearsal.deployment import (
 )
 from phi3_rehearsal.images import ImageEnv, image_env
 from scripts.plan import plan_stack
+from tests.pipeline.serving_plan import served_deployment
 
 STACK = "eastus2"
 # Torch on one thread: the test machine's cores are shared (tests/serving/server_process.py).
@@ -221,7 +222,7 @@ def test_probe_routes_must_be_the_servers(
 def test_server_runs_with_the_planned_variables_and_the_mounted_model(
     deployment: RunningDeployment, planned: OfflineRun
 ) -> None:
-    properties = planned.named("online-deployment").inputs["properties"]
+    properties = served_deployment(planned).inputs["properties"]
     environment = process_environment(deployment.process.pid)
     for name, value in properties["environmentVariables"].items():
         assert environment[name] == value
@@ -293,7 +294,7 @@ def test_container_errors_reach_the_client_as_424(deployment: RunningDeployment)
 def test_429_when_more_requests_than_the_endpoint_admits(
     deployment: RunningDeployment, planned: OfflineRun
 ) -> None:
-    requests = planned.named("online-deployment").inputs["properties"]["requestSettings"]
+    requests = served_deployment(planned).inputs["properties"]["requestSettings"]
     # At most 2 * max_concurrent_requests_per_instance * instance_count in parallel
     # (how-to-troubleshoot-online-endpoints.md, 429); the rehearsal runs one instance.
     admitted = 2 * int(requests["maxConcurrentRequestsPerInstance"])
