@@ -39,6 +39,7 @@ from phi3_infra.pricing import estimate_costs  # noqa: E402
 from phi3_infra.program import (  # noqa: E402
     build_stack,
     no_existing_training,
+    nothing_served,
     offline_gpu_choice,
     offline_registry_token,
 )
@@ -126,13 +127,14 @@ KEY_PROPERTIES: Mapping[str, tuple[str, ...]] = {
 
 def plan_stack(config: Mapping[str, str], stack: str) -> OfflineRun:
     """Every resource the program registers for this flat config (`namespace:key` -> text)."""
-    # Offline there is no Azure to ask: the first candidate size stands in, unchecked, and no
-    # registry token is fetched.
+    # Offline there is no Azure to ask: the first candidate size stands in, unchecked, no
+    # registry token is fetched, and no training job or served model exists yet.
     return run_offline(
         lambda: build_stack(
             preflight=offline_gpu_choice,
             registry_token=offline_registry_token,
             find_training=no_existing_training,
+            find_served=nothing_served,
         ),
         config,
         stack,

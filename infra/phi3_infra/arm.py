@@ -5,6 +5,15 @@ purges): bearer-token auth from any azure-identity credential, retries on 429/5x
 Retry-After, a timeout on every call, `nextLink` paging, long-running operations followed to
 their end within a bounded wait, and typed errors so callers can tell "not allowed" from "not
 there" from "Azure is busy" from "the operation failed".
+
+A token ARM refuses (401: `ExpiredAuthenticationToken` once it has expired, as ARM answers it in
+Azure/azure-service-operator#2587) is dropped from the cache and the call is sent once more with
+a fresh one, as Microsoft's own ARM client in Azure Pipelines does (microsoft/azure-pipelines-tasks
+Tasks/Common/azure-arm-rest/AzureServiceClient.ts, `beginRequest`: a 401 ExpiredAuthenticationToken
+is re-sent after `getToken(true)`). The cache refreshes a token before it expires, but a long wait
+can still be refused one: a clock that lags Azure's (Azure/azure-sdk-for-java#33112), a revoked
+token, a machine that slept. azure-core's bearer policy forgets its own copy on a 401 but would
+take the same token back from this cache. A 403 is a missing role, which no new token cures.
 """
 
 from __future__ import annotations
@@ -44,6 +53,8 @@ PUBLIC_CLOUD_ENDPOINT = AZURE_PUBLIC.resource_manager
 ENDPOINT_ENV_VAR = "AZURE_RESOURCE_MANAGER_ENDPOINT"
 # Refresh a shared token this long before it expires so no request carries a stale one.
 _TOKEN_REFRESH_MARGIN_S = 300
+# Fresh tokens one call may ask for after a 401: a second refusal is not an expired token.
+_AUTH_RETRIES = 1
 
 
 class ArmError(Exception):
@@ -112,6 +123,14 @@ class _SharedToken(TokenCredential):
                 token = self._credential.get_token(*scopes, **kwargs)
                 self._tokens[scopes] = token
             return token
+
+    def discard(self, refused: str) -> None:
+        """Forget `refused` (ARM answered 401 to it), so the next call signs in afresh; a token
+        another thread already replaced stays."""
+        with self._lock:
+            for scopes, token in list(self._tokens.items()):
+                if token.token == refused:
+                    del self._tokens[scopes]
 
 
 def _error_detail(response: HttpResponse) -> tuple[str, str]:
@@ -357,14 +376,19 @@ class ArmClient:
             method, url, params=dict(params), json=dict(body) if body is not None else None
         )
         where = f"{method} {urlsplit(url).path}"
-        try:
-            response = self._client.send_request(
-                request, connection_timeout=self._timeout_s, read_timeout=self._timeout_s
-            )
-        except ClientAuthenticationError as exc:
-            raise ArmAuthError(f"{where}: could not get a token: {exc.message}") from exc
-        except AzureError as exc:  # connection refused, TLS failure, timeouts
-            raise ArmUnavailableError(f"{where}: {exc.message}") from exc
+        for attempt in range(_AUTH_RETRIES + 1):
+            try:
+                response = self._client.send_request(
+                    request, connection_timeout=self._timeout_s, read_timeout=self._timeout_s
+                )
+            except ClientAuthenticationError as exc:
+                raise ArmAuthError(f"{where}: could not get a token: {exc.message}") from exc
+            except AzureError as exc:  # connection refused, TLS failure, timeouts
+                raise ArmUnavailableError(f"{where}: {exc.message}") from exc
+            if response.status_code != 401 or attempt == _AUTH_RETRIES:
+                break
+            # The bearer policy wrote the refused token into the request (module docstring).
+            self._credential.discard(request.headers["Authorization"].removeprefix("Bearer "))
         status = response.status_code
         if status < 400:
             return response

@@ -58,6 +58,16 @@ _GPU_SIZE_RULE = re.compile(r"^Standard_N[CDGV]")
 # decoder (gopkg.in/yaml.v3 resolve.go) reads it as a timestamp, and pulumi/pulumi
 # sdk/go/common/resource/config/object.go (unmarshalObject) stores its String().
 _GO_MIDNIGHT_UTC = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2}) 00:00:00 \+0000 UTC$")
+
+
+def date_from_go_time(value: Any) -> Any:
+    """`expiresOn` as the date the user wrote: Go's midnight-UTC String() back to YYYY-MM-DD;
+    anything else unchanged, for the date check (the program's and scripts/expire_stacks.py's)."""
+    if isinstance(value, str) and (match := _GO_MIDNIGHT_UTC.fullmatch(value)):
+        return match["date"]
+    return value
+
+
 # Optional keys whose Pulumi.yaml default ("" or {}) means unset.
 _UNSET_WHEN_EMPTY = frozenset(
     to_camel(field)
@@ -150,6 +160,8 @@ class StackConfig(BaseModel):
     server_image_gpu: bool = False
     wait_for_training: bool = True
     training_timeout_minutes: int = Field(default=720, ge=1)
+    # Part of the training job's name: bumped by the user to train again on the same inputs.
+    training_run: int = Field(default=0, ge=0)
     model_reference: str | None = None
     endpoint_auth_mode: EndpointAuthMode = EndpointAuthMode.KEY
     serving_instance_type: str = DEFAULT_SERVING_INSTANCE_TYPE
@@ -173,9 +185,7 @@ class StackConfig(BaseModel):
     @field_validator("expires_on", mode="before")
     @classmethod
     def _date_from_go_time(cls, value: Any) -> Any:
-        if isinstance(value, str) and (match := _GO_MIDNIGHT_UTC.fullmatch(value)):
-            return match["date"]
-        return value
+        return date_from_go_time(value)
 
     @field_validator("location")
     @classmethod
@@ -294,24 +304,16 @@ class StackConfig(BaseModel):
                 self.model_reference
             )
         if Stage.TRAIN in self.stages:
-            problems = []
+            # With 'train', a modelReference is served instead of the trained model (a rollback,
+            # or a pin while a retrain runs); without one the trained model is served, as soon
+            # as it is registered (waitForTraining false: by a later `pulumi up`).
             if (self.trainer_args or {}).get("merge_output") is False:
-                problems.append(
+                return [
                     f"{config_key('trainer_args')}: merge_output false leaves no merged model "
                     "to serve (the server image cannot download the base model); drop it or "
                     "drop 'serve'"
-                )
-            if self.model_reference is not None:
-                problems.append(
-                    f"{reference}: serves a model trained elsewhere; with 'train' in stages "
-                    "the trained model is served, so remove one of them"
-                )
-            if not self.wait_for_training:
-                problems.append(
-                    f"{config_key('wait_for_training')}: 'serve' deploys the trained model, so "
-                    "the run must wait for training; set it true or drop 'serve'"
-                )
-            return problems
+                ]
+            return []
         if self.model_reference is None:
             return [
                 f"{reference}: required when stages include 'serve' without 'train' "

@@ -24,6 +24,16 @@ deletes asset versions (the CLI and SDK offer `archive`, not `delete`:
 how-to-create-data-assets.md, "Archive"; a data version DELETE answered 400 "no longer supported by
 the Azure ML APIs", microsoft/vscode-tools-for-ai#1761), so `pulumi destroy` must not depend on it;
 they go with the project workspace.
+
+Jobs are retained on delete too: a retrain (new inputs, new job name) replaces the logical job, and
+the old one is the experiment's record, its outputs hold the old model's files (the model version's
+`azureml://jobs/<name>/outputs/...` URI), so it stays until the project's permanent delete at
+`pulumi destroy`. Replacements create the new job first (the default): with `deleteBeforeReplace`
+a `pulumi up --replace` of the job would drop the old one from the state before azure-native's
+create refused the name Azure still holds ("cannot create already existing resource": pulumi/
+pulumi-azure-native provider/pkg/azure/client_azcore.go `CanCreate`), leaving a job the state no
+longer knows. Created first, the refusal leaves the state as it was; `trainingRun` is the way to
+train again on the same inputs (training.py).
 """
 
 from __future__ import annotations
@@ -47,11 +57,8 @@ def asset_version_options(
 def job_options(
     parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource]
 ) -> pulumi.ResourceOptions:
-    """Never updated for a tag; a forced re-run of the same name (`pulumi up --replace`)
-    deletes the old job first, as a job name is unique in its workspace."""
+    """Never updated for a tag, never deleted on its own: a replaced job stays in Azure as the
+    experiment's record (see the module docstring)."""
     return pulumi.ResourceOptions(
-        parent=parent,
-        depends_on=list(depends_on),
-        ignore_changes=_TAGS,
-        delete_before_replace=True,
+        parent=parent, depends_on=list(depends_on), ignore_changes=_TAGS, retain_on_delete=True
     )

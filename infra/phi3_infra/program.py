@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
@@ -31,6 +31,7 @@ from phi3_infra.images import (
     exchange_acr_refresh_token,
     image_sources,
 )
+from phi3_infra.model_choice import live_model
 from phi3_infra.naming import StackNames, stack_names
 from phi3_infra.preflight import (
     PreflightFailed,
@@ -40,15 +41,25 @@ from phi3_infra.preflight import (
     require_fit,
 )
 from phi3_infra.rbac import Deployer
-from phi3_infra.serving import DEPLOYMENT_NAME, ServingArgs, ServingEndpoint
+from phi3_infra.serving import (
+    ServedModel,
+    ServingArgs,
+    ServingEndpoint,
+    deployment_name,
+    server_environment_version,
+)
 from phi3_infra.tags import stack_tags
 from phi3_infra.training import (
+    MODEL_VERSION,
     JobSizing,
+    SubmittedJob,
+    TrainingFailed,
     TrainingInputs,
     TrainingJob,
     TrainingJobArgs,
-    existing_job_sizing,
     job_path,
+    registers_model,
+    submitted_job,
 )
 from phi3_infra.vm_sizes import known_gpus_per_node
 from phi3_infra.waiting import studio_run_url
@@ -77,22 +88,27 @@ class GpuChoice:
         return self.gpus_per_node or known_gpus_per_node(self.vm_size)
 
 
-# (checked inputs, the size the stack's existing training job ran on, if any) -> training size
-Preflight = Callable[["Validated", str | None], GpuChoice]
+# (checked inputs, the size the stack's existing training job ran on if any, the model this run
+# serves if any) -> training size
+Preflight = Callable[["Validated", str | None, ServedModel | None], GpuChoice]
 
 
-def preflight_request(checked: Validated, fixed_sku: str | None) -> PreflightRequest:
+def preflight_request(
+    checked: Validated, fixed_sku: str | None, model: ServedModel | None
+) -> PreflightRequest:
     """What the stack will ask Azure for, by stage: training quota only when it trains (and none
     for a size it already trained on), serving quota only when it serves; names and providers
     always."""
     config, names, subscription_id = checked.config, checked.names, checked.subscription_id
     trains = config.uses(Stage.TRAIN)
     serving = None
-    if config.uses(Stage.SERVE):
+    if config.uses(Stage.SERVE) and model is not None:
+        # The deployment this run serves from: a new model's is new, next to the live one.
+        environment = server_environment_version(checked.images["server"].identity)
         deployment_id = (
             f"/subscriptions/{subscription_id}/resourceGroups/{names.resource_group}/providers/"
             f"Microsoft.MachineLearningServices/workspaces/{names.project}/onlineEndpoints/"
-            f"{names.online_endpoint}/deployments/{DEPLOYMENT_NAME}"
+            f"{names.online_endpoint}/deployments/{deployment_name(model, environment)}"
         )
         serving = ServingRequest(
             config.serving_instance_type, config.serving_instance_count, deployment_id
@@ -112,7 +128,9 @@ def preflight_request(checked: Validated, fixed_sku: str | None) -> PreflightReq
     )
 
 
-def quota_preflight(checked: Validated, fixed_sku: str | None) -> GpuChoice:
+def quota_preflight(
+    checked: Validated, fixed_sku: str | None, model: ServedModel | None
+) -> GpuChoice:
     """Ask Azure, before any resource exists, whether the stack fits (names, providers, training
     and serving quota) and which training size it gets; raise if anything does not fit."""
     config = checked.config
@@ -125,7 +143,7 @@ def quota_preflight(checked: Validated, fixed_sku: str | None) -> GpuChoice:
     except ArmError as error:  # sign-in settings incomplete (credentials.py names the variable)
         raise PreflightUnavailable(f"Preflight could not sign in to Azure: {error}") from None
     with client:
-        report = require_fit(client, preflight_request(checked, fixed_sku))
+        report = require_fit(client, preflight_request(checked, fixed_sku, model))
     for warning in report.warnings:
         pulumi.log.warn(warning)
     chosen = report.regions[0].chosen
@@ -134,15 +152,34 @@ def quota_preflight(checked: Validated, fixed_sku: str | None) -> GpuChoice:
     return GpuChoice(chosen.sku, chosen.vcpus_per_node or None, True, chosen.gpus_per_node or None)
 
 
-# checked inputs -> the sizing of the stack's training job if Azure already has it
-TrainingLookup = Callable[["Validated"], JobSizing | None]
+# checked inputs -> the stack's training job if Azure already has it
+TrainingLookup = Callable[["Validated"], SubmittedJob | None]
+# checked inputs -> the model the stack's endpoint serves now, if any
+ServedLookup = Callable[["Validated"], ServedModel | None]
 
 
-def existing_training(checked: Validated) -> JobSizing | None:
+def _project_path(checked: Validated) -> str:
+    names = checked.names
+    return (
+        f"/subscriptions/{checked.subscription_id}/resourceGroups/{names.resource_group}"
+        f"/providers/Microsoft.MachineLearningServices/workspaces/{names.project}"
+    )
+
+
+def _lookup_failed(what: str, checked: Validated, error: ArmError) -> PreflightUnavailable:
+    return PreflightUnavailable(
+        f"could not look up {what} in project {checked.names.project} "
+        f"({type(error).__name__}): {error}. Sign in with `az login` (or set the service "
+        "principal variables) and make sure you can read the resource group."
+    )
+
+
+def existing_training(checked: Validated) -> SubmittedJob | None:
     """This stack's training job as Azure has it, looked up by its name (known from the inputs
     alone): on a re-run its size and tier stay, so a quota change or `skipPreflight` never
-    re-picks the size, which would replace the job and retrain. Asked even with the preflight
-    skipped: it reads the project, not quotas."""
+    re-picks the size, which would replace the job and retrain; and its status says whether its
+    model can be registered (training.py). Asked even with the preflight skipped: it reads the
+    project, not quotas."""
     if not checked.config.uses(Stage.TRAIN):
         return None
     names = checked.names
@@ -150,21 +187,38 @@ def existing_training(checked: Validated) -> JobSizing | None:
     path = job_path(checked.subscription_id, names.resource_group, names.project, job_name)
     try:
         with client_from_environment() as client:
-            return existing_job_sizing(client, path)
+            return submitted_job(client, path)
     except ArmError as error:
-        raise PreflightUnavailable(
-            f"could not look up whether training job {job_name} already exists in project "
-            f"{names.project} ({type(error).__name__}): {error}. Sign in with `az login` (or set "
-            "the service principal variables) and make sure you can read the resource group."
+        raise _lookup_failed(
+            f"whether training job {job_name} already exists", checked, error
         ) from None
 
 
-def no_existing_training(checked: Validated) -> JobSizing | None:
+def endpoint_model(checked: Validated) -> ServedModel | None:
+    """The model this stack's endpoint serves now (model_choice.py), for a run that registers
+    none yet: serving keeps it while the training job runs."""
+    endpoint = checked.names.online_endpoint
+    path = f"{_project_path(checked)}/onlineEndpoints/{endpoint}"
+    try:
+        with client_from_environment() as client:
+            return live_model(client, path)
+    except ArmError as error:
+        raise _lookup_failed(f"which model endpoint {endpoint} serves", checked, error) from None
+
+
+def no_existing_training(checked: Validated) -> SubmittedJob | None:
     """For the offline plan: no Azure to ask, so no job exists yet."""
     return None
 
 
-def offline_gpu_choice(checked: Validated, fixed_sku: str | None) -> GpuChoice:
+def nothing_served(checked: Validated) -> ServedModel | None:
+    """For the offline plan: no Azure to ask, so no endpoint serves anything yet."""
+    return None
+
+
+def offline_gpu_choice(
+    checked: Validated, fixed_sku: str | None, model: ServedModel | None
+) -> GpuChoice:
     """For the offline plan: no Azure to ask, so the trained-on size or the first candidate
     stands in, unchecked."""
     return GpuChoice(fixed_sku or checked.config.gpu_skus[0], None, checked=False)
@@ -287,6 +341,7 @@ def training_inputs(checked: Validated) -> TrainingInputs:
         trainer_args=config.trainer_args or {},
         gpu_candidates=config.gpu_skus,
         nodes=config.training_nodes,
+        run=config.training_run,
     )
 
 
@@ -295,6 +350,7 @@ def build_training(
     sizing: JobSizing,
     images: ContainerImages,
     checked: Validated,
+    job: SubmittedJob | None,
 ) -> TrainingJob:
     config, foundation, project = env.config, env.foundation, env.workspace.project
     data = TrainingData(
@@ -333,6 +389,7 @@ def build_training(
                 *data.versions,
                 images,
             ],
+            register_model=registers_model(config, job),
         ),
     )
 
@@ -357,22 +414,29 @@ def build_endpoint_identity(env: Environment) -> EndpointIdentity:
     )
 
 
+def served_model(
+    checked: Validated, job: SubmittedJob | None, find_served: ServedLookup
+) -> ServedModel | None:
+    """The model this run serves, decided before any resource (model_choice.py): modelReference,
+    else the trained model when this run registers it, else what the endpoint serves now."""
+    config = checked.config
+    if not config.uses(Stage.SERVE):
+        return None
+    reference = config.model_name_and_version()
+    if reference is not None:
+        return ServedModel(*reference)
+    if registers_model(config, job):
+        return ServedModel(training_inputs(checked).job_name, MODEL_VERSION)
+    return find_served(checked)
+
+
 def build_serving(
     env: Environment,
     images: ContainerImages,
     checked: Validated,
-    training: TrainingJob | None,
+    served: ServedModel | None,
 ) -> ServingEndpoint:
     config, project = env.config, env.workspace.project
-    if training is not None and training.model is not None:
-        model_id: pulumi.Input[str] = training.model.id
-        model_dependencies: list[pulumi.Resource] = [training.model]
-    else:
-        reference = config.model_name_and_version()
-        assert reference is not None  # the config rules require it when 'train' is off
-        name, version = reference
-        model_id = pulumi.Output.concat(project.id, f"/models/{name}/versions/{version}")
-        model_dependencies = [project]
     endpoint_identity = build_endpoint_identity(env)
     return ServingEndpoint(
         "serving",
@@ -381,13 +445,14 @@ def build_serving(
             endpoint_name=env.names.online_endpoint,
             server_image_identity=checked.images["server"].identity,
             server_image_ref=images.refs["server"],
-            model_id=model_id,
+            model=served,
+            project_id=project.id,
             resource_group_name=env.foundation.resource_group.name,
             workspace_name=project.name,
             identity_id=endpoint_identity.identity.id,
             tags=env.tags,
             # The deployment pulls the image and reads the model as the endpoint identity.
-            depends_on=[*model_dependencies, *endpoint_identity.role_assignments, images],
+            depends_on=[project, *endpoint_identity.role_assignments, images],
         ),
     )
 
@@ -411,19 +476,76 @@ def stack_outputs(env: Environment) -> dict[str, Any]:
     }
 
 
+def report_training(
+    checked: Validated, job: SubmittedJob | None, served: ServedModel | None
+) -> None:
+    """What a `pulumi up` that does not wait leaves to a later one, and what it serves meanwhile."""
+    config = checked.config
+    if not config.uses(Stage.TRAIN):
+        return
+    name = training_inputs(checked).job_name
+    if served is not None and config.model_reference is not None:
+        pulumi.log.info(
+            f"serving {served.reference} (phi3-foundry:modelReference); the model of training job "
+            f"{name} is served once modelReference is removed"
+        )
+    if registers_model(config, job):
+        return
+    if job is None:
+        where = studio_run_url(name, _project_path(checked))
+        state = f"submitting training job {name} ({where}) without waiting for it"
+    else:
+        state = f"training job {name} is {job.status} ({job.studio_url}); no model registered yet"
+    later = "run `pulumi up` again once it has completed to register its model"
+    if not config.uses(Stage.SERVE) or config.model_reference is not None:
+        pulumi.log.info(f"{state}: {later}.")
+    elif served is not None:
+        pulumi.log.info(
+            f"{state}: the endpoint keeps serving {served.reference}; {later} and serve it."
+        )
+    else:
+        pulumi.log.warn(f"{state}: nothing is served yet; {later} and serve it.")
+
+
+def training_outputs(
+    training: TrainingJob, job: SubmittedJob | None, project_id: pulumi.Output[str]
+) -> dict[str, Any]:
+    """The job, how far it got, and the reference that serves its model (`modelReference`)."""
+    outputs: dict[str, Any] = {
+        "trainingJobName": training.job_name,
+        "trainingJobUrl": project_id.apply(lambda ws: studio_run_url(training.job_name, ws)),
+        # After the wait: how it ended. Not waiting: Azure's status as this run found it, or
+        # Submitted when this run submits it.
+        "trainingStatus": (
+            training.completion.status
+            if training.completion is not None
+            else (job.status if job is not None else "Submitted")
+        ),
+    }
+    if training.model is not None:
+        outputs |= {"modelId": training.model.id, "trainedModelReference": training.model_reference}
+    return outputs
+
+
 def build_stack(
     preflight: Preflight = quota_preflight,
     registry_token: RegistryToken = exchange_acr_refresh_token,
     find_training: TrainingLookup = existing_training,
+    find_served: ServedLookup = endpoint_model,
 ) -> dict[str, Any]:
     """Everything `pulumi up` creates; returns the stack outputs. Also run offline by plan.py."""
-    # Validation first: a bad key, bad data, a missing Dockerfile or a quota that does not fit
-    # must stop the run before any resource is registered.
+    # Validation first: a bad key, bad data, a missing Dockerfile, a failed training job or a
+    # quota that does not fit must stop the run before any resource is registered.
     checked = validate_inputs()
     config = checked.config
-    trained = find_training(checked)
-    gpu = preflight(checked, trained.vm_size if trained else None)
-    sizing = trained or JobSizing(gpu.vm_size, gpu.gpus, config.low_priority)
+    job = find_training(checked)
+    if job is not None:
+        job.require_not_failed(next_run=config.training_run + 1)
+    served = served_model(checked, job, find_served)
+    trained_size = job.sizing if job is not None else None
+    gpu = preflight(checked, trained_size.vm_size if trained_size else None, served)
+    sizing = trained_size or JobSizing(gpu.vm_size, gpu.gpus, config.low_priority)
+    report_training(checked, job, served)
     env = build_environment(config, checked.names)
     outputs = stack_outputs(env) | {
         "stages": [stage.value for stage in config.stages],
@@ -433,22 +555,19 @@ def build_stack(
         return outputs
     images = build_images(env, checked.images, registry_token)
     outputs |= {f"{role}Image": ref for role, ref in images.refs.items()}
-    training = None
     if config.uses(Stage.TRAIN):
-        training = build_training(env, sizing, images, checked)
-        outputs["trainingJobName"] = training.job_name
-        outputs["trainingJobUrl"] = env.workspace.project.id.apply(
-            lambda workspace_id: studio_run_url(training.job_name, workspace_id)
-        )
-        if training.model is not None:
-            outputs["modelId"] = training.model.id
+        training = build_training(env, sizing, images, checked, job)
+        outputs |= training_outputs(training, job, env.workspace.project.id)
+        if served is not None and training.model is not None and served.name == training.job_name:
+            served = replace(served, depends_on=[training.model])  # deployed once registered
     if config.uses(Stage.SERVE):
-        serving = build_serving(env, images, checked, training)
+        serving = build_serving(env, images, checked, served)
         outputs |= {
             "endpointName": serving.endpoint.name,
             "endpointAuthMode": config.endpoint_auth_mode.value,
             "scoringUri": serving.scoring_uri,
             "openAiBaseUrl": serving.openai_base_url,
+            "servedModelReference": served.reference if served is not None else "",
         }
         if serving.primary_key is not None:
             outputs |= {"primaryKey": serving.primary_key, "secondaryKey": serving.secondary_key}
@@ -464,6 +583,7 @@ def main() -> None:
         ImageContextError,
         PreflightFailed,
         PreflightUnavailable,
+        TrainingFailed,
     ) as error:
         # RunError prints the message alone: the traceback would bury what to do.
         raise pulumi.RunError(str(error)) from None

@@ -8,10 +8,23 @@ a command job without `computeId` runs on serverless compute sized by `resources
 costs nothing.
 
 The job's name is a hash of everything that decides which run it is (trainer image, data hashes,
-base model, trainer flags, the GPU candidate list and the node count). The size actually used is
-picked once, by the quota preflight, and kept: a re-run finds the job under the same name and
-reuses its size (`existing_job_sizing`), so a quota change never retrains. Jobs are immutable in
-Azure ML, so a changed input means a new name, which Pulumi turns into a new run.
+base model, trainer flags, the GPU candidate list, the node count and `trainingRun`). The size
+actually used is picked once, by the quota preflight, and kept: a re-run finds the job under the
+same name and reuses its size (`submitted_job`), so a quota change never retrains. Jobs are
+immutable in Azure ML, so a changed input means a new name, which Pulumi turns into a new run.
+
+Two ways to learn the outcome. `waitForTraining: true`: `JobCompletion` blocks `pulumi up` until
+the job ends, then the model version is registered. `waitForTraining: false` (submit-and-return,
+for CI runners that stop after hours): `pulumi up` submits the job and returns; each later run
+reads the job at plan time (same inputs, same name, so never resubmitted) and registers the model
+only once Azure says Completed. A job that Failed or was Canceled stops `pulumi up` before any
+resource either way (`TrainingFailed`): its name is taken for good, so only new inputs or a new
+`trainingRun` train again.
+
+History: a retrain replaces the logical job and model with new Azure names; the old ones are
+retained (immutable.py), so every earlier job stays in the studio and every earlier model version
+stays servable by `modelReference`. A superseded job still running is cancelled
+(`JobCancellation`'s delete). All of it goes with the project at `pulumi destroy` (teardown.py).
 """
 
 from __future__ import annotations
@@ -37,7 +50,15 @@ from phi3_infra.immutable import asset_version_options, job_options
 from phi3_infra.rbac import BuiltInRole, assign_role
 from phi3_infra.teardown import JobCancellation
 from phi3_infra.trainer_flags import command_words
-from phi3_infra.waiting import ML_API_VERSION, Poll, wait_for_job
+from phi3_infra.waiting import (
+    JOB_FAILED,
+    JOB_SUCCEEDED,
+    ML_API_VERSION,
+    Poll,
+    job_error,
+    studio_link,
+    wait_for_job,
+)
 
 JOB_NAME_PREFIX = "phi3-ft-"
 EXPERIMENT_NAME = "phi3-fine-tuning"
@@ -60,19 +81,21 @@ class TrainingInputs:
     trainer_args: Mapping[str, TrainerArg]
     gpu_candidates: Sequence[str]  # the user's ranked sizes; the preflight picks one
     nodes: int
+    run: int = 0  # `trainingRun`: another job on the same inputs
 
     def fingerprint(self) -> str:
-        canonical = json.dumps(
-            {
-                "trainer_image": self.trainer_image,
-                "data": dict(self.data_sha256),
-                "base_model": self.base_model,
-                "trainer_args": dict(self.trainer_args),
-                "gpu_candidates": list(self.gpu_candidates),
-                "nodes": self.nodes,
-            },
-            sort_keys=True,
-        )
+        decisive: dict[str, Any] = {
+            "trainer_image": self.trainer_image,
+            "data": dict(self.data_sha256),
+            "base_model": self.base_model,
+            "trainer_args": dict(self.trainer_args),
+            "gpu_candidates": list(self.gpu_candidates),
+            "nodes": self.nodes,
+        }
+        # Only when set: run 0 keeps the names of jobs submitted before the key existed.
+        if self.run:
+            decisive["run"] = self.run
+        canonical = json.dumps(decisive, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:_HASH_LENGTH]
 
     @property
@@ -101,14 +124,58 @@ def job_path(subscription_id: str, resource_group: str, workspace: str, job_name
     )
 
 
-def existing_job_sizing(client: ArmClient, path: str) -> JobSizing | None:
-    """The sizing of a job this stack already submitted under `path`, or None if there is none
-    (nor its workspace or resource group yet: ARM answers 404 for each)."""
+class TrainingFailed(RuntimeError):
+    """The stack's training job ended without a model; the message says how to train again."""
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    """The stack's training job as Azure has it when the program is planned (Jobs_Get)."""
+
+    name: str
+    status: str  # JobStatus (ML REST spec mfe.json): Queued, Running, Completed, Failed, ...
+    sizing: JobSizing | None  # None if Azure's answer names no size
+    error: str  # Azure's reason, for a job that ended badly
+    studio_url: str
+
+    @property
+    def completed(self) -> bool:
+        return self.status in JOB_SUCCEEDED
+
+    def require_not_failed(self, next_run: int) -> None:
+        """Raise TrainingFailed if the job ended badly: nothing under its name can train again;
+        `next_run` is the `trainingRun` that would."""
+        if self.status in JOB_FAILED:
+            raise TrainingFailed(
+                f"training job {self.name} {self.status}: {self.error}\n"
+                f"logs: {self.studio_url} (Outputs + logs > user_logs/std_log.txt)\n"
+                "Nothing was changed. A job runs once under its name, which the training inputs "
+                "decide (trainingData, validationData, baseModel, trainerArgs, the trainer image, "
+                "gpuSkus, trainingNodes, trainingRun). Fix the cause and change those inputs, or "
+                "train again on the same ones with `pulumi config set phi3-foundry:trainingRun "
+                f"{next_run}`; then run `pulumi up`."
+            )
+
+
+def submitted_job(client: ArmClient, path: str) -> SubmittedJob | None:
+    """The job this stack already submitted under `path`, or None if there is none (nor its
+    workspace or resource group yet: ARM answers 404 for each)."""
     try:
         job = client.get_json(path, ML_API_VERSION)
     except ArmNotFoundError:
         return None
     properties = job.get("properties") or {}
+    workspace_id, name = path.rsplit("/jobs/", 1)
+    return SubmittedJob(
+        name=name,
+        status=str(properties.get("status") or "Unknown"),
+        sizing=_sizing(properties),
+        error=job_error(job),
+        studio_url=studio_link({"name": name, **job}, workspace_id),
+    )
+
+
+def _sizing(properties: Mapping[str, Any]) -> JobSizing | None:
     resources = properties.get("resources") or {}
     vm_size = resources.get("instanceType")
     if not vm_size:
@@ -120,6 +187,12 @@ def existing_job_sizing(client: ArmClient, path: str) -> JobSizing | None:
         gpus_per_node=int(distribution.get("processCountPerInstance") or 1),
         low_priority=queue.get("jobTier") == ml.JobTier.SPOT.value,
     )
+
+
+def registers_model(config: StackConfig, job: SubmittedJob | None) -> bool:
+    """Whether this run registers the trained model: after its wait, or once Azure says the job
+    Completed when it does not wait (module docstring)."""
+    return config.wait_for_training or (job is not None and job.completed)
 
 
 def _shell_word(word: str) -> str:
@@ -163,11 +236,13 @@ class TrainingJobArgs:
     tags: Mapping[str, str]
     # What Azure needs in place that data flow does not show (roles, data versions).
     depends_on: Sequence[pulumi.Resource]
+    # Register the model: after the wait, or (not waiting) because the job already Completed.
+    register_model: bool
 
 
 class TrainingJob(pulumi.ComponentResource):
-    """Environment, command job and, unless fire-and-forget, the wait for its completion and
-    the model version registered from its output (named after the job)."""
+    """Environment, command job, the wait for its end when the stack waits, and the model version
+    registered from its output (named after the job) once it can be."""
 
     job: ml.Job
     output_writer: authorization.RoleAssignment
@@ -266,7 +341,7 @@ class TrainingJob(pulumi.ComponentResource):
                 # No content tag (the name is the fingerprint): immutable.py says why.
                 tags=dict(args.tags),
             ),
-            # Jobs are immutable: never updated, and a forced re-run deletes the old one first.
+            # Jobs are immutable: never updated, and kept in Azure when replaced (history).
             opts=job_options(self, [*args.depends_on, self.output_writer]),
         )
         # Deleted before the job (it depends on it): `pulumi destroy` stops a running job and
@@ -285,8 +360,10 @@ class TrainingJob(pulumi.ComponentResource):
                 timeout_s=config.training_timeout_minutes * 60,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.job]),
             )
+        if args.register_model:
             # The merged model the trainer writes (weights and tokenizer): servable without the
-            # base model, which the offline server image could not download.
+            # base model, which the offline server image could not download. After the wait, or
+            # after the job when Azure already reported it Completed.
             self.model = ml.ModelVersion(
                 "model",
                 name=self.job_name,
@@ -302,9 +379,14 @@ class TrainingJob(pulumi.ComponentResource):
                     description=f"Phi-3 fine-tuned by job {self.job_name} from {inputs.base_model}",
                     tags=dict(args.tags),
                 ),
-                opts=asset_version_options(self, [self.completion]),
+                opts=asset_version_options(self, [self.completion or self.job]),
             )
         self.register_outputs({"jobName": self.job_name, "jobId": self.job.id})
+
+    @property
+    def model_reference(self) -> str:
+        """What `modelReference` takes to serve this job's model (registered or not yet)."""
+        return f"azureml:{self.job_name}:{MODEL_VERSION}"
 
 
 class _JobCompletionProvider(pulumi.dynamic.ResourceProvider):

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from phi3_infra.arm import (
+    ArmAuthError,
     ArmClient,
     ArmError,
     ArmNotFoundError,
@@ -42,12 +43,17 @@ JOB_FAILED = frozenset({"Failed", "Canceled", "NotResponding"})
 # that is NotResponding may still hold its nodes, so it is cancelled like a running one.
 JOB_STOPPED = frozenset({"Completed", "Failed", "Canceled"})
 TRAINING_TIMEOUT_ADVICE = (
-    "Raise phi3-foundry:trainingTimeoutMinutes, or set waitForTraining false and follow it in "
-    "the studio."
+    "Raise phi3-foundry:trainingTimeoutMinutes, or set waitForTraining false: `pulumi up` then "
+    "returns, and a later one registers and serves the model once the job has completed."
 )
 CANCEL_ADVICE = (
     "Run `pulumi destroy` again once the job shows Canceled in the studio, or cancel it there."
 )
+# Looks in a row that may fail to sign in before a wait gives up. The client already asked for a
+# fresh token once per look (arm.py); a failure after that is a sign-in that does not work now
+# (Entra ID or the CI's token endpoint down for a moment, or gone for good), so a few looks, one
+# poll interval apart, ride out the first without hiding the second for long.
+AUTH_FAILURES_TOLERATED = 3
 
 
 def poll_until_terminal(
@@ -61,14 +67,23 @@ def poll_until_terminal(
     status_key: str = "status",
 ) -> Mapping[str, Any]:
     """GET `path` until `properties.<status_key>` is terminal; ARM throttling or outages only
-    delay the next ask. On timeout the error names `what` and ends with the caller's `advice`:
-    only the caller knows which setting or command helps with its operation."""
+    delay the next ask, and so does a sign-in that fails (a token refused with 401 even when
+    fresh, or none to be had) up to AUTH_FAILURES_TOLERATED looks in a row; a 403 (a missing
+    role) ends the wait at once. On timeout the error names `what` and ends with the caller's
+    `advice`: only the caller knows which setting or command helps with its operation."""
     deadline = poll.clock() + poll.timeout_s
     last_status = "unknown"
+    auth_failures = 0
     while True:
         try:
             state = client.get_json(path, api_version)
+            auth_failures = 0
         except (ArmThrottledError, ArmUnavailableError):
+            state = None
+        except ArmAuthError as error:
+            auth_failures += 1
+            if error.status == 403 or auth_failures >= AUTH_FAILURES_TOLERATED:
+                raise _sign_in_failed(what, auth_failures, error) from None
             state = None
         if state is not None:
             last_status = str(state.get("properties", {}).get(status_key, "unknown"))
@@ -77,6 +92,19 @@ def poll_until_terminal(
         if poll.clock() + poll.interval_s > deadline:
             raise timed_out(what, last_status, poll, advice)
         poll.sleep(poll.interval_s)
+
+
+def _sign_in_failed(what: str, failures: int, error: ArmAuthError) -> ArmAuthError:
+    """The wait's end for lack of a working sign-in: what still runs, and how to resume."""
+    if error.status == 403:
+        return ArmAuthError(f"waiting for {what}: {error}", status=403, code=error.code)
+    return ArmAuthError(
+        f"waiting for {what}: the sign-in failed {failures} times in a row (last: {error}). "
+        "It keeps running in Azure: sign in again (`az login`, or the ARM_* settings) and run "
+        "the same command again to resume the wait.",
+        status=error.status,
+        code=error.code,
+    )
 
 
 def studio_run_url(job_name: str, workspace_id: str) -> str:

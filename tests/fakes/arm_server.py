@@ -2,12 +2,13 @@
 
 Shapes follow the azure-rest-api-specs examples (ML `usages` and `vmSizes`, resource providers,
 Key Vault `deletedVaults`, the three `checkNameAvailability` actions, GETs of a storage account,
-registry, vault and online deployment); soft-deleted ML workspaces follow the `deletedWorkspaces`
-listing the portal uses. Each test scripts its own world: regions with sizes and quota, provider
-states, global names taken elsewhere or by the stack's own resources, online deployments,
-soft-deleted names, faults (429/500/401 for N calls or forever) and per-call latency. The server
-checks the bearer token, the subscription and the api-version like ARM does, and records every
-call. Later issues add routes with `FakeArm.route`.
+registry, vault and online deployment, the listing of an endpoint's deployments); soft-deleted ML
+workspaces follow the `deletedWorkspaces` listing the portal uses. Each test scripts its own
+world: regions with sizes and quota, provider states, global names taken elsewhere or by the
+stack's own resources, online deployments, soft-deleted names, faults (429/500/401 for N calls or
+forever) and per-call latency. The server checks the bearer token (and the expiry of one with an
+end), the subscription and the api-version like ARM does, and records every call. Later issues add
+routes with `FakeArm.route`.
 """
 
 from __future__ import annotations
@@ -63,6 +64,52 @@ class FixedToken:
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         self.requests += 1
         return AccessToken(self.token, int(time.time()) + 3600)
+
+
+class ExpiringTokens(FixedToken):
+    """A TokenCredential whose every sign-in hands out a new token that `fake` accepts for
+    `lifetime_s` of its clock, as ARM accepts an Entra access token until its `exp`. The client
+    is told an hour, as if its clock lagged Azure's: only ARM's refusal shows the expiry."""
+
+    def __init__(self, fake: FakeArm, lifetime_s: float) -> None:
+        super().__init__()
+        self.fake, self.lifetime_s = fake, lifetime_s
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.requests += 1
+        self.token = f"{TOKEN}-{self.requests}"
+        self.fake.token_expiry[self.token] = self.fake.clock() + self.lifetime_s
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+@dataclass
+class OnlineDeployment:
+    """An online deployment of the fake subscription; `states`: the provisioning states its GETs
+    answer in turn, the last one repeating."""
+
+    id: str
+    instance_type: str
+    instances: int
+    states: list[str]
+    model: str = ""  # the model version it serves (ARM id), where a test says
+
+    def next_state(self) -> str:
+        return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+    def answer(self, state: str) -> dict[str, Any]:
+        """machinelearningservices stable/2024-10-01 examples/OnlineDeployment/
+        ManagedOnlineDeployment/get.json, as this deployment."""
+        body = example_response(ONLINE_DEPLOYMENT_GET)
+        body |= {
+            "id": self.id,
+            "name": self.id.rsplit("/", 1)[-1],
+            "type": "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments",
+        }
+        body["properties"] |= {"instanceType": self.instance_type, "provisioningState": state}
+        if self.model:
+            body["properties"]["model"] = self.model
+        body["sku"] |= {"name": "Default", "capacity": self.instances}
+        return body
 
 
 @dataclass(frozen=True)
@@ -396,8 +443,8 @@ class FakeArm:
                 continue
             if route.anonymous:
                 return (*route.handler(self, query, match, body), {})  # type: ignore[call-arg]
-            if headers.get("Authorization") != f"Bearer {self.token}":
-                return 401, _error("InvalidAuthenticationToken", "The access token is invalid."), {}
+            if refusal := self._token_refusal(headers.get("Authorization")):
+                return refusal
             if match.groupdict().get("sub", self.subscription_id) != self.subscription_id:
                 return 404, _error("SubscriptionNotFound", "The subscription was not found."), {}
             provider = re.search(r"/providers/([^/]+)", url.path)
@@ -412,9 +459,26 @@ class FakeArm:
             else:
                 status, answer, *headers = route.handler(self, query, match)  # type: ignore[call-arg]
             return status, answer, headers[0] if headers else {}
-        if headers.get("Authorization") != f"Bearer {self.token}":
-            return 401, _error("InvalidAuthenticationToken", "The access token is invalid."), {}
+        if refusal := self._token_refusal(headers.get("Authorization")):
+            return refusal
         return 404, _error("NotFound", f"No route for {method} {url.path}"), {}
+
+    def _token_refusal(self, authorization: str | None) -> tuple[int, Any, dict[str, str]] | None:
+        """ARM's 401 for a bearer token it does not accept; None for one it does. An expired
+        one is refused as ARM answers it (Azure/azure-service-operator#2587: 401
+        `ExpiredAuthenticationToken`, "The access token expiry UTC time '...' is earlier than
+        current UTC time '...'.")."""
+        token = (authorization or "").removeprefix("Bearer ")
+        expires = self.token_expiry.get(token)
+        if expires is not None and self.clock() >= expires:
+            message = (
+                f"The access token expiry UTC time '{_utc(expires)}' is earlier than current UTC "
+                f"time '{_utc(self.clock())}'."
+            )
+            return 401, _error("ExpiredAuthenticationToken", message), {}
+        if expires is None and token != self.token:
+            return 401, _error("InvalidAuthenticationToken", "The access token is invalid."), {}
+        return None
 
     @contextmanager
     def serving(self, workdir: Path) -> Iterator[FakeArm]:
@@ -477,6 +541,12 @@ class _Server(ThreadingHTTPServer):
     # socketserver's default backlog of 5 drops concurrent connects, which then retry a second
     # later: the preflight opens one connection per call at once.
     request_queue_size = 128
+
+
+def _utc(seconds: float) -> str:
+    """A time as ARM's message prints it ('11/10/2022 9:09:43 PM')."""
+    moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    return f"{moment.month}/{moment.day}/{moment.year} {moment.strftime('%I:%M:%S %p').lstrip('0')}"
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

@@ -234,6 +234,7 @@ def test_minimal_config_gets_documented_defaults() -> None:
             "serverImageGpu": False,
             "waitForTraining": True,
             "trainingTimeoutMinutes": 720,
+            "trainingRun": 0,
             "endpointAuthMode": "key",
             "servingInstanceType": "Standard_E4s_v3",
             "servingInstanceCount": 1,
@@ -345,6 +346,38 @@ def test_all_problems_are_reported_in_one_error() -> None:
     assert message.count("\n") == 3
     for key in ("azure-native:location", "phi3-foundry:namePrefix", "phi3-foundry:trainingNodes"):
         assert key in message
+
+
+# ---- training and serving together ----
+
+TRAIN_AND_SERVE = {"stages": ["infra", "train", "serve"], "trainingData": "data.jsonl"}
+
+
+def test_serve_takes_the_trained_model_without_waiting_for_it() -> None:
+    """Submit-and-return: a later `pulumi up` registers and serves the model (program.py)."""
+    config = parse_stack_config(_values(**TRAIN_AND_SERVE, waitForTraining="false"))
+    assert config.uses(Stage.SERVE) and not config.wait_for_training
+
+
+def test_a_model_reference_with_train_is_what_is_served() -> None:
+    """Rollback is one key: the reference wins over the trained model."""
+    reference = "azureml:phi3-ft-0123456789abcdef:1"
+    config = parse_stack_config(_values(**TRAIN_AND_SERVE, modelReference=reference))
+    assert config.model_name_and_version() == ("phi3-ft-0123456789abcdef", "1")
+
+
+def test_a_model_reference_without_serve_is_refused() -> None:
+    message = _error(
+        stages=["infra", "train"], trainingData="d.jsonl", modelReference="azureml:m:1"
+    )
+    assert "phi3-foundry:modelReference: only used when stages include 'serve'" in message
+
+
+def test_training_run_is_a_count_from_zero() -> None:
+    assert parse_stack_config(_values(trainingRun="2")).training_run == 2
+    assert "phi3-foundry:trainingRun: Input should be greater than or equal to 0" in _error(
+        trainingRun=-1
+    )
 
 
 # ---- serving hardware: the server image has CPU-only torch ----

@@ -9,6 +9,7 @@ import pytest
 from phi3_infra.config import ConfigError
 from phi3_infra.offline import OfflineRun
 from tests.pipeline.conftest import Plan
+from tests.pipeline.serving_plan import served_deployment
 
 PIPELINE_PARTS = {
     "images": "phi3:images:ContainerImages",
@@ -53,17 +54,36 @@ def test_train_without_serve_builds_no_server_and_no_endpoint(plan: Plan) -> Non
 def test_serve_without_train_deploys_the_referenced_model(plan: Plan) -> None:
     run = plan(stages='["infra", "serve"]', trainingData=None, modelReference="azureml:phi3-ft:7")
     assert _parts(run) == {"images", "endpoint", "deployment"}
-    model = run.named("online-deployment").inputs["properties"]["model"]
+    model = served_deployment(run).inputs["properties"]["model"]
     assert model == f"{run.named('project').id}/models/phi3-ft/versions/7"
     assert "trainerImage" not in run.outputs
 
 
-def test_fire_and_forget_submits_the_job_without_waiting_or_registering(plan: Plan) -> None:
+def test_submit_and_return_submits_the_job_without_waiting_or_registering(plan: Plan) -> None:
     run = plan(stages='["infra", "train"]', waitForTraining="false")
     assert run.of_type("azure-native:machinelearningservices:Job")
     assert not [r for r in run.resources if r.name == "training-job-completion"]
     assert not run.of_type(PIPELINE_PARTS["model"])
     assert "modelId" not in run.outputs
+    assert run.outputs["trainingStatus"] == "Submitted"
+
+
+def test_submit_and_return_with_serve_serves_nothing_until_a_model_exists(plan: Plan) -> None:
+    """A first submission: no model yet, so the endpoint stands without a deployment
+    (tests/pipeline/test_training_modes.py has the later runs)."""
+    run = plan(waitForTraining="false")
+    assert _parts(run) == {"images", "data", "job", "endpoint"}
+    assert run.outputs["servedModelReference"] == ""
+
+
+def test_a_model_reference_wins_over_the_trained_model(plan: Plan) -> None:
+    run = plan(modelReference="azureml:phi3-ft-0123456789abcdef:1")
+    assert _parts(run) == set(PIPELINE_PARTS)  # the new model is still trained and registered
+    (deployment,) = run.of_type(PIPELINE_PARTS["deployment"])
+    model = deployment.inputs["properties"]["model"]
+    assert model == f"{run.named('project').id}/models/phi3-ft-0123456789abcdef/versions/1"
+    assert run.outputs["servedModelReference"] == "azureml:phi3-ft-0123456789abcdef:1"
+    assert run.outputs["trainedModelReference"] == f"azureml:{run.outputs['trainingJobName']}:1"
 
 
 @pytest.mark.parametrize(
@@ -74,8 +94,10 @@ def test_fire_and_forget_submits_the_job_without_waiting_or_registering(plan: Pl
             {"stages": '["infra", "serve"]', "trainingData": None},
             "phi3-foundry:modelReference: required when stages include 'serve' without 'train'",
         ),
-        ({"modelReference": "azureml:m:1"}, "phi3-foundry:modelReference: serves a model"),
-        ({"waitForTraining": "false"}, "phi3-foundry:waitForTraining: 'serve' deploys"),
+        (
+            {"stages": '["infra", "train"]', "modelReference": "azureml:m:1"},
+            "phi3-foundry:modelReference: only used when stages include 'serve'",
+        ),
         (
             {"stages": '["infra"]'},
             "phi3-foundry:trainingData: only used when stages include 'train'",
@@ -115,7 +137,9 @@ def test_unworkable_combinations_fail_before_any_resource(
 
 def test_every_combination_problem_is_listed_at_once(plan: Plan) -> None:
     with pytest.raises(ConfigError) as caught:
-        plan(trainingData=None, waitForTraining="false", imageBuild="prebuilt")
+        plan(
+            trainingData=None, servingInstanceType="Standard_NC24ads_A100_v4", imageBuild="prebuilt"
+        )
     message = str(caught.value)
-    for key in ("trainingData", "waitForTraining", "trainerImage", "serverImage"):
+    for key in ("trainingData", "servingInstanceType", "trainerImage", "serverImage"):
         assert f"phi3-foundry:{key}:" in message

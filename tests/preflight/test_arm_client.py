@@ -16,7 +16,8 @@ from phi3_infra.arm import (
     ArmThrottledError,
     ArmUnavailableError,
 )
-from tests.fakes.arm_server import SUBSCRIPTION_ID, FakeArm, FixedToken
+from tests.fakes.arm_server import SUBSCRIPTION_ID, ExpiringTokens, FakeArm, FixedToken
+from tests.fakes.clock import FakeClock
 
 PROVIDERS = f"/subscriptions/{SUBSCRIPTION_ID}/providers"
 API = "2021-04-01"
@@ -71,12 +72,38 @@ def test_slow_answer_hits_the_per_call_timeout(fake_arm: FakeArm, credential: Fi
     assert time.perf_counter() - started < 1.5
 
 
-def test_rejected_token_is_an_auth_error_without_retries(fake_arm: FakeArm) -> None:
-    client = fake_arm.client(FixedToken("expired-token"))
+def test_a_refused_token_is_replaced_once_then_an_auth_error(fake_arm: FakeArm) -> None:
+    """A 401 gets one fresh sign-in (arm.py); a credential that keeps handing out a token ARM
+    refuses gets no third try."""
+    credential = FixedToken("revoked-token")
+    client = fake_arm.client(credential)
     with client, pytest.raises(ArmAuthError, match="InvalidAuthenticationToken") as caught:
         client.get_json(PROVIDERS, API)
     assert caught.value.status == 401
-    assert len(fake_arm.calls) == 1
+    assert [call.status for call in fake_arm.calls] == [401, 401]
+    assert credential.requests == 2
+
+
+def test_an_expired_token_is_replaced_and_the_call_succeeds(fake_arm: FakeArm) -> None:
+    clock = FakeClock()
+    fake_arm.clock = clock
+    credential = ExpiringTokens(fake_arm, lifetime_s=3600)
+    with fake_arm.client(credential) as client:
+        assert client.get_json(PROVIDERS, API)["value"]
+        clock.sleep(3600)  # the token's hour is over on ARM's clock, not on the client's
+        assert client.get_json(PROVIDERS, API)["value"]
+    assert [call.status for call in fake_arm.calls] == [200, 401, 200]
+    assert credential.requests == 2
+
+
+def test_a_missing_role_is_not_retried_with_a_new_token(
+    fake_arm: FakeArm, credential: FixedToken
+) -> None:
+    fake_arm.fail(403, times=1)
+    with fake_arm.client(credential) as client, pytest.raises(ArmAuthError) as caught:
+        client.get_json(PROVIDERS, API)
+    assert caught.value.status == 403
+    assert len(fake_arm.calls) == 1 and credential.requests == 1
 
 
 def test_credential_failure_is_an_auth_error(fake_arm: FakeArm) -> None:

@@ -13,7 +13,14 @@ from phi3_infra import offline
 from phi3_infra.config import config_from_flat
 from phi3_infra.naming import stack_names
 from phi3_infra.preflight import PreflightFailed, PreflightUnavailable, ServingRequest
-from phi3_infra.program import build_stack, check_inputs, preflight_request, quota_preflight
+from phi3_infra.program import (
+    build_stack,
+    check_inputs,
+    nothing_served,
+    preflight_request,
+    quota_preflight,
+    served_model,
+)
 from phi3_infra.program import main as program_main
 from tests.fakes.arm_server import FakeArm
 
@@ -149,7 +156,7 @@ def test_serving_quota_short_stops_before_any_resource(
     message = str(caught.value)
     assert "'Standard ESv3 Family Cluster Dedicated vCPUs' in eastus2: need 8 vCPUs" in message
     assert "20% upgrade reserve" in message
-    (call,) = signed_in_env.calls_to("/deployments/phi3")  # the stack's own deployment, looked up
+    (call,) = signed_in_env.calls_to("/deployments")  # the endpoint's deployments: none yet
     assert call.status == 404
 
 
@@ -183,16 +190,19 @@ def test_the_request_follows_the_stages() -> None:
     for flat, trains, serves in ((INFRA, False, False), (SERVE, False, True)):
         config = config_from_flat(flat)
         names = stack_names(config, offline.PROJECT, "eastus2", sub)
-        request = preflight_request(check_inputs(config, names, sub), "Standard_NC24ads_A100_v4")
+        checked = check_inputs(config, names, sub)
+        served = served_model(checked, None, nothing_served)
+        request = preflight_request(checked, "Standard_NC24ads_A100_v4", served)
         assert (request.trains, request.serving is not None) == (trains, serves)
         assert request.unique_names == names.globally_unique()
         assert request.resource_group == names.resource_group
+    # The deployment's name follows the model (tests/pipeline/test_rollout.py).
     assert request.serving == ServingRequest(
         "Standard_E4s_v3",
         1,
         f"/subscriptions/{sub}/resourceGroups/{names.resource_group}/providers/"
         f"Microsoft.MachineLearningServices/workspaces/{names.project}/onlineEndpoints/"
-        f"{names.online_endpoint}/deployments/phi3",
+        f"{names.online_endpoint}/deployments/{request.serving.deployment_name}",
     )
 
 
@@ -203,7 +213,7 @@ def test_a_stack_that_already_trained_keeps_its_size_without_quota(signed_in_env
     config = config_from_flat(TRAIN)
     names = stack_names(config, offline.PROJECT, "eastus2", signed_in_env.subscription_id)
     checked = check_inputs(config, names, signed_in_env.subscription_id)
-    kept = quota_preflight(checked, "Standard_NC24ads_A100_v4")
+    kept = quota_preflight(checked, "Standard_NC24ads_A100_v4", None)
     assert (kept.vm_size, kept.checked, kept.vcpus_per_node, kept.gpus) == (
         "Standard_NC24ads_A100_v4",
         True,
@@ -211,7 +221,7 @@ def test_a_stack_that_already_trained_keeps_its_size_without_quota(signed_in_env
         1,
     )
     with pytest.raises(PreflightFailed):
-        quota_preflight(checked, None)
+        quota_preflight(checked, None, None)
 
 
 def test_incomplete_service_principal_settings_stop_an_infra_stack_without_a_traceback(
