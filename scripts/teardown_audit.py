@@ -1,14 +1,25 @@
 """After `pulumi destroy`: list anything of a stack still in Azure; exit non-zero if any remains.
 
     python scripts/teardown_audit.py --stack eastus2 [--subscription ID] [--json]
+    python scripts/teardown_audit.py record --stack eastus2 [--subscription ID]
+    python scripts/teardown_audit.py --record teardown-records/eastus2.json [--json]
 
-Computes the stack's Azure names from `Pulumi.<stack>.yaml` (the same code as the program), then
-asks ARM for (1) resource groups and resources tagged `stack=<stack>` and `project=phi3-foundry`,
-(2) soft-deleted Key Vaults and workspaces holding the stack's names. Signs in like `pulumi up`
-(phi3_infra/credentials.py: ARM_* as azure-native, else `az login`).
+What is the stack's is found by the names the program derives, which hash the subscription,
+prefix, stack, region and nameGeneration (phi3_infra/audit.py): the stack's resource group and
+what is in it, and the soft-deleted Key Vault, hub, project and Log Analytics workspace of that
+group. Another team's stack of the same name has other names: it is never reported.
 
-Exit codes: 0 nothing remains; 1 something remains (listed, with how to remove it); 2 bad
-arguments or stack file; 3 could not check (sign-in, permissions, network).
+`--stack S` derives the names from Pulumi.S.yaml and the subscription and saves them as the
+stack's record, teardown-records/S.json (or `--record FILE`). `pulumi stack rm` deletes
+Pulumi.S.yaml; the record is then all the audit needs: `--record FILE` alone. `record --stack S`
+only writes the record, without calling Azure (run it before `pulumi destroy` in a pipeline that
+removes the stack afterwards).
+
+Signs in like `pulumi up` (phi3_infra/credentials.py: ARM_* as azure-native, else `az login`).
+
+Exit codes: 0 nothing remains (`record`: written); 1 something remains (listed, with how to
+remove it); 2 bad arguments, stack file or record; 3 could not check (sign-in, permissions,
+network).
 """
 
 from __future__ import annotations
@@ -16,97 +27,54 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "infra"))
 
-from phi3_infra.arm import (  # noqa: E402
-    ArmClient,
-    ArmError,
-    ArmNotFoundError,
-    add_arm_arguments,
-    client_from_environment,
-)
+from phi3_infra.arm import ArmError, add_arm_arguments, client_from_environment  # noqa: E402
+from phi3_infra.audit import AuditRecord, Leftover, RecordError, audit  # noqa: E402
 from phi3_infra.config import ConfigError, config_from_flat  # noqa: E402
-from phi3_infra.naming import StackNames, stack_names  # noqa: E402
 from phi3_infra.offline import PROJECT, stack_file_config  # noqa: E402
-from phi3_infra.preflight import (  # noqa: E402
-    KEY_VAULT_API_VERSION,
-    ML_API_VERSION,
-    PROVIDERS_API_VERSION,
-    deleted_vault_blockers,
-    deleted_workspace_blockers,
-)
 
 EXIT_CLEAN, EXIT_LEFTOVERS, EXIT_USAGE, EXIT_UNCHECKED = 0, 1, 2, 3
+RECORDS_DIR = "teardown-records"
 
 
-@dataclass(frozen=True)
-class Leftover:
-    kind: str  # resource_group | resource | soft_deleted_key_vault | soft_deleted_workspace
-    name: str
-    detail: str
-
-
-def _tag_filter(stack: str) -> dict[str, str]:
-    return {"$filter": f"tagName eq 'stack' and tagValue eq '{stack}'"}
-
-
-def _ours(item: dict[str, Any]) -> bool:
-    """The `stack` tag alone could be another project's: the project tag must match too."""
-    return (item.get("tags") or {}).get("project") == PROJECT
-
-
-def audit(client: ArmClient, subscription_id: str, stack: str, names: StackNames) -> list[Leftover]:
-    sub = f"/subscriptions/{subscription_id}"
-    found = [
-        Leftover("resource_group", group["name"], f"az group delete --name {group['name']}")
-        for group in client.list_json(
-            f"{sub}/resourcegroups", PROVIDERS_API_VERSION, _tag_filter(stack)
-        )
-        if _ours(group)
-    ]
-    found += [
-        Leftover("resource", resource["name"], f"{resource['type']}: {resource['id']}")
-        for resource in client.list_json(
-            f"{sub}/resources", PROVIDERS_API_VERSION, _tag_filter(stack)
-        )
-        if _ours(resource)
-    ]
-    vaults = client.list_json(
-        f"{sub}/providers/Microsoft.KeyVault/deletedVaults", KEY_VAULT_API_VERSION
-    )
-    found += [
-        Leftover(blocker.kind, blocker.name, blocker.advice)
-        for blocker in deleted_vault_blockers(vaults, [names.key_vault])
-    ]
-    try:
-        workspaces = list(
-            client.list_json(
-                f"{sub}/providers/Microsoft.MachineLearningServices/deletedWorkspaces",
-                ML_API_VERSION,
-            )
-        )
-    except ArmNotFoundError:  # subscriptions without the type have no soft-deleted workspaces
-        workspaces = []
-    found += [
-        Leftover(blocker.kind, blocker.name, blocker.advice)
-        for blocker in deleted_workspace_blockers(workspaces, [names.project, names.hub])
-    ]
-    return found
+class UsageError(Exception):
+    """A stack file, record or argument the audit cannot use; the message says which and why."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", required=True, help="stack name (reads Pulumi.<stack>.yaml)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "mode",
+        nargs="?",
+        choices=("check", "record"),
+        default="check",
+        help="check (default): audit the stack; record: only write its record",
+    )
+    parser.add_argument("--stack", help="stack name: its names come from Pulumi.<stack>.yaml")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        help=(
+            "the stack's record: with --stack, where to write it (default: "
+            f"{RECORDS_DIR}/<stack>.json in --project-dir); alone, the record to audit from"
+        ),
+    )
     add_arm_arguments(parser)
     parser.add_argument("--project-dir", type=Path, default=REPO_ROOT, help="folder of Pulumi.yaml")
     parser.add_argument("--json", action="store_true", help="print the leftovers as JSON")
     args = parser.parse_args(argv)
-    if not args.subscription:
+    if not args.stack and (args.mode == "record" or args.record is None):
+        parser.error(
+            "give --stack S (names from Pulumi.S.yaml), or --record FILE to audit from a record"
+        )
+    if args.stack and not args.subscription:
         parser.error(
             "no subscription: pass --subscription or set AZURE_SUBSCRIPTION_ID "
             "(or ARM_SUBSCRIPTION_ID)"
@@ -114,33 +82,82 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def default_record(project_dir: Path, stack: str) -> Path:
+    return project_dir / RECORDS_DIR / f"{stack}.json"
+
+
+def record_of_stack(args: argparse.Namespace) -> tuple[AuditRecord, Path]:
+    """The record derived from the stack file, and where it was written."""
     stack_file = args.project_dir / f"Pulumi.{args.stack}.yaml"
+    saved = args.record or default_record(args.project_dir, args.stack)
+    if not stack_file.is_file():
+        hint = f"; audit from the stack's record: --record {saved}" if saved.is_file() else ""
+        raise UsageError(f"{stack_file} not found (`pulumi stack rm` deletes it){hint}")
     try:
         config = config_from_flat(stack_file_config(stack_file))
     except (OSError, ValueError, ConfigError) as error:
-        print(f"error: {stack_file}: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"{stack_file}: {error}") from None
     try:
-        names = stack_names(config, PROJECT, args.stack, args.subscription)
+        record = AuditRecord.of_stack(config, PROJECT, args.stack, args.subscription)
     except ValueError as error:  # the names hash the subscription: it must be its GUID
-        print(f"error: --subscription: {error}", file=sys.stderr)
+        raise UsageError(f"--subscription: {error}") from None
+    try:
+        record.write(saved)
+    except OSError as error:
+        raise UsageError(f"cannot write the record {saved}: {error.strerror}") from None
+    return record, saved
+
+
+def read_record(args: argparse.Namespace) -> AuditRecord:
+    try:
+        record = AuditRecord.read(args.record)
+    except RecordError as error:
+        raise UsageError(f"{args.record}: {error}") from None
+    if args.subscription and args.subscription.lower() != record.subscription_id:
+        print(
+            f"note: auditing subscription {record.subscription_id}, the record's, not "
+            f"{args.subscription} (--subscription or $AZURE_SUBSCRIPTION_ID)",
+            file=sys.stderr,
+        )
+    return record
+
+
+def print_leftovers(record: AuditRecord, leftovers: list[Leftover], as_json: bool) -> None:
+    group = record.names.resource_group
+    if as_json:
+        print(json.dumps([asdict(item) for item in leftovers], indent=2))
+    elif leftovers:
+        print(f"stack {record.stack} (resource group {group}): {len(leftovers)} thing(s) remain:")
+        for item in leftovers:
+            print(f"  {item.kind:<27} {item.name:<36} {item.detail}")
+    else:
+        print(
+            f"stack {record.stack}: nothing remains (resource group {group} is gone, nothing "
+            "soft-deleted holds the stack's names)"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.stack:
+            record, saved = record_of_stack(args)
+            stream = sys.stdout if args.mode == "record" else sys.stderr
+            print(f"record: {saved} (after `pulumi stack rm`: --record {saved})", file=stream)
+        else:
+            record = read_record(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if args.mode == "record":
+        return EXIT_CLEAN
     try:
         with client_from_environment(args.arm_endpoint) as client:
-            leftovers = audit(client, args.subscription, args.stack, names)
+            leftovers = audit(client, record)
     except ArmError as error:
         print(f"could not check: {error}", file=sys.stderr)
         return EXIT_UNCHECKED
-    if args.json:
-        print(json.dumps([asdict(item) for item in leftovers], indent=2))
-    elif leftovers:
-        print(f"stack {args.stack}: {len(leftovers)} thing(s) remain:")
-        for item in leftovers:
-            print(f"  {item.kind:<24} {item.name:<36} {item.detail}")
-    else:
-        print(f"stack {args.stack}: nothing remains (no tagged resources, nothing soft-deleted)")
+    print_leftovers(record, leftovers, args.json)
     return EXIT_LEFTOVERS if leftovers else EXIT_CLEAN
 
 

@@ -16,7 +16,7 @@ from pulumi_azure_native import (
 )
 
 from phi3_infra.naming import StackNames
-from phi3_infra.teardown import SoftDeletePurge
+from phi3_infra.teardown import PermanentLogAnalyticsDelete, SoftDeletePurge
 
 _LOG_RETENTION_DAYS = 30
 # Shortest retention Azure allows: a destroyed stack's vault name is released sooner.
@@ -118,12 +118,28 @@ class Foundation(pulumi.ComponentResource):
             **in_group,
         )
 
+        # Registered before the workspace, which depends on it and is only forgotten by Pulumi:
+        # after App Insights has gone, this step deletes the workspace for good, not into 14
+        # days of soft delete, before the group goes (teardown.py).
+        self.log_analytics_delete = PermanentLogAnalyticsDelete(
+            "log-analytics-permanent-delete",
+            subscription_id=args.subscription_id,
+            resource_group=self.resource_group.name,
+            location=location,
+            workspace=names.log_analytics,
+            opts=child,
+        )
         self.log_analytics = operationalinsights.Workspace(
             "log-analytics",
             workspace_name=names.log_analytics,
             sku={"name": operationalinsights.WorkspaceSkuNameEnum.PER_GB2018},
             retention_in_days=_LOG_RETENTION_DAYS,
-            **in_group,
+            resource_group_name=self.resource_group.name,
+            location=location,
+            tags=tags,
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.log_analytics_delete], retain_on_delete=True
+            ),
         )
 
         self.app_insights = applicationinsights.Component(

@@ -12,6 +12,16 @@ running.
 - Key Vault. A deleted vault stays soft-deleted (7 days here) and blocks its name;
   `SoftDeletePurge` purges it after azure-native deleted it. With purge protection on, Azure
   refuses any purge: the vault is left to expire (bump nameGeneration to redeploy).
+- Log Analytics. A deleted workspace stays soft-deleted for 14 days with its data, unless the
+  delete says `force=true` ("To remove the workspace completely and release the name, use the
+  force flag": Azure/azure-rest-api-specs operationalinsights stable/2025-07-01 Workspaces.json,
+  Workspaces_Delete). Once soft-deleted it can only be recovered, then deleted again
+  (MicrosoftDocs/azure-monitor-docs articles/azure-monitor/logs/delete-workspace.md, "Delete a
+  workspace permanently"), and a re-created stack recovers the old one, data and all (same
+  name, group and region), where users met a workspace nothing could use
+  (pulumi/pulumi-azure-native#1319). azure-native's delete sends no query parameter
+  (provider/pkg/provider/provider.go `Delete`) and has no custom delete for it. So the
+  workspace is `retain_on_delete` and `PermanentLogAnalyticsDelete` deletes it with force.
 - Training job. `JobCancellation` cancels a job that is still running and waits until it has
   stopped, so a destroyed stack pays for no GPU.
 
@@ -21,11 +31,14 @@ first):
 
     resource group <- SoftDeletePurge <- key vault <- PermanentWorkspaceDelete <- hub <- project
     resource group <- storage, registry, App Insights, job identity <- PermanentWorkspaceDelete
+    resource group <- PermanentLogAnalyticsDelete <- Log Analytics <- App Insights
     project <- job <- JobCancellation;  project <- endpoints, assets
 
 `pulumi destroy` removes the workspace contents first, then forgets project and hub, then
 `PermanentWorkspaceDelete` deletes both while everything they use still exists, then the vault
-and the other services go, then `SoftDeletePurge` purges the vault, then the resource group.
+and the other services go (Pulumi forgets Log Analytics after App Insights), then
+`SoftDeletePurge` purges the vault and `PermanentLogAnalyticsDelete` deletes Log Analytics for
+good, then the resource group.
 """
 
 from __future__ import annotations
@@ -42,10 +55,12 @@ from phi3_infra.dynamic import replace_when_changed
 from phi3_infra.waiting import ML_API_VERSION, cancel_job
 
 KEY_VAULT_API_VERSION = "2023-07-01"
+LOG_ANALYTICS_API_VERSION = "2025-07-01"
 # Deleting a workspace or stopping a job takes minutes; the bounds keep a stuck one from
 # hanging the destroy.
 WORKSPACE_DELETE_POLL = Poll(timeout_s=1800, interval_s=15)
 JOB_CANCEL_POLL = Poll(timeout_s=1800, interval_s=30)
+LOG_ANALYTICS_DELETE_POLL = Poll(timeout_s=900, interval_s=15)
 _RERUN_ADVICE = "Run `pulumi destroy` again: it continues where this one stopped."
 
 
@@ -255,6 +270,129 @@ class SoftDeletePurge(pulumi.dynamic.Resource):
             "purge_key_vault": purge_key_vault,
         }
         super().__init__(_PurgeProvider(), name, props, opts)
+
+
+# -- log analytics --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LogAnalyticsTargets:
+    subscription_id: str
+    resource_group: str
+    location: str
+    workspace: str
+
+
+def resource_group_of(arm_id: str) -> str:
+    """The resource group an ARM id names (lowercase: ARM ids compare case-insensitively); "" for
+    an id outside any group."""
+    parts = arm_id.lower().split("/")
+    return parts[parts.index("resourcegroups") + 1] if "resourcegroups" in parts else ""
+
+
+def soft_deleted_log_analytics(
+    client: ArmClient, subscription_id: str, resource_group: str, workspace: str
+) -> list[dict[str, Any]]:
+    """The soft-deleted Log Analytics workspaces named `workspace` that were in `resource_group`
+    (DeletedWorkspaces_List, operationalinsights stable/2025-07-01 Workspaces.json: "recently
+    deleted workspaces in a subscription, available for recovery")."""
+    path = f"/subscriptions/{subscription_id}/providers/Microsoft.OperationalInsights"
+    return [
+        item
+        for item in client.list_json(f"{path}/deletedWorkspaces", LOG_ANALYTICS_API_VERSION)
+        if str(item.get("name", "")).lower() == workspace.lower()
+        and resource_group_of(str(item.get("id", ""))) == resource_group.lower()
+    ]
+
+
+def log_analytics_recovery_advice(resource_group: str, location: str, workspace: str) -> str:
+    """How to delete a soft-deleted Log Analytics workspace for good: recover it (in its group,
+    which must exist again), then delete it with force (delete-workspace.md, "Recover a workspace
+    in a soft-delete state" and "Delete a workspace permanently")."""
+    where = f"--resource-group {resource_group} --workspace-name {workspace}"
+    return (
+        f"soft-deleted with its data until 14 days after its deletion; to delete it for good: "
+        f"az group create --name {resource_group} --location {location} (if the group is gone), "
+        f"az monitor log-analytics workspace recover {where}, then "
+        f"az monitor log-analytics workspace delete --force --yes {where}"
+    )
+
+
+def delete_log_analytics_permanently(
+    client: ArmClient, targets: LogAnalyticsTargets, poll: Poll
+) -> PurgeReport:
+    """`DELETE ...?force=true` followed to its end. Nothing there (204, or 404 once its group is
+    gone) means already gone, unless an earlier delete without force left it soft-deleted."""
+    report = PurgeReport()
+    what = f"Log Analytics workspace {targets.workspace}"
+    path = (
+        f"/subscriptions/{targets.subscription_id}/resourceGroups/{targets.resource_group}"
+        f"/providers/Microsoft.OperationalInsights/workspaces/{targets.workspace}"
+    )
+    try:
+        status = client.delete_and_wait(
+            path,
+            LOG_ANALYTICS_API_VERSION,
+            poll,
+            f"permanent delete of {what}",
+            {"force": "true"},
+            advice=_RERUN_ADVICE,
+        )
+    except ArmNotFoundError:
+        status = 404
+    if status in (200, 202):
+        report.purged.append(what)
+    elif soft_deleted_log_analytics(
+        client, targets.subscription_id, targets.resource_group, targets.workspace
+    ):
+        advice = log_analytics_recovery_advice(
+            targets.resource_group, targets.location, targets.workspace
+        )
+        report.kept.append(f"{what} ({advice})")
+    else:
+        report.already_gone.append(what)
+    return report
+
+
+class _LogAnalyticsDeleteProvider(pulumi.dynamic.ResourceProvider):
+    """Nothing to create; on delete, delete the workspace with force (Pulumi only forgot it)."""
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        return pulumi.dynamic.CreateResult(id_=f"log-analytics-{props['workspace']}", outs=props)
+
+    def diff(
+        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.DiffResult:
+        # Another workspace is a replacement: the old step's delete removes the old workspace,
+        # which Pulumi retained when it replaced it.
+        return replace_when_changed(olds, news, tuple(LogAnalyticsTargets.__dataclass_fields__))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        targets = _targets(props, LogAnalyticsTargets)
+        with client_from_environment() as client:
+            delete_log_analytics_permanently(client, targets, LOG_ANALYTICS_DELETE_POLL).log()
+
+
+class PermanentLogAnalyticsDelete(pulumi.dynamic.Resource):
+    """Deletes the Log Analytics workspace for good when it is deleted. The workspace must be
+    `retain_on_delete` and depend on it; `resource_group` ties it to the group, so it goes after
+    the workspace's users and before the group."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        subscription_id: pulumi.Input[str],
+        resource_group: pulumi.Input[str],
+        location: str,
+        workspace: str,
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        props = {
+            "subscription_id": subscription_id,
+            "resource_group": resource_group,
+            "location": location,
+            "workspace": workspace,
+        }
+        super().__init__(_LogAnalyticsDeleteProvider(), name, props, opts)
 
 
 # -- training job ---------------------------------------------------------------------------------

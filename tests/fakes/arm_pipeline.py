@@ -1,10 +1,10 @@
 """Routes of the fake ARM server for what `pulumi up` and `pulumi destroy` do outside azure-native:
 job status and cancellation, ACR build runs (with the build-source upload), online endpoint
-traffic, permanent workspace deletes, vault purges, and the tagged-resource listing the teardown
-audit reads.
+traffic, permanent workspace deletes and vault purges (what the teardown audit reads is in
+arm_teardown.py).
 
-Shapes follow the ARM REST specs (jobs, registries/runs, onlineEndpoints, deletedVaults/purge,
-resources list with `$filter=tagName eq ... and tagValue eq ...`). Each test scripts the states a
+Shapes follow the ARM REST specs (jobs, registries/runs, onlineEndpoints, deletedVaults/purge).
+Each test scripts the states a
 resource goes through; the last one repeats. Asynchronous operations answer as ARM's contract
 says (Azure/azure-resource-manager-rpc v1.0/async-api-reference.md): 202 with a Location that
 answers 202 (with Retry-After) until the operation ends, then its result.
@@ -27,7 +27,6 @@ _SUB = r"/subscriptions/(?P<sub>[^/]+)"
 _GROUP = _SUB + r"/resourceGroups/(?P<rg>[^/]+)"
 _WORKSPACE = _GROUP + r"/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)"
 _REGISTRY = _GROUP + r"/providers/Microsoft\.ContainerRegistry/registries/(?P<registry>[^/]+)"
-_TAG_FILTER = re.compile(r"tagName eq '(?P<name>[^']+)' and tagValue eq '(?P<value>[^']+)'")
 _ML = "Microsoft.MachineLearningServices"
 # Recorded examples (spec_examples/) the asynchronous answers start from.
 WORKSPACE_DELETE = "machinelearningservices__2025-06-01__Workspace__delete"
@@ -77,9 +76,6 @@ class PipelineArm:
     uploads: dict[str, bytes] = field(default_factory=dict)
     scheduled: list[dict[str, Any]] = field(default_factory=list)
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # ARM resources and groups, each {"id", "name", "type", "tags"}: what the audit lists.
-    resources: list[dict[str, Any]] = field(default_factory=list)
-    groups: list[dict[str, Any]] = field(default_factory=list)
     # Live workspaces: name -> (resource group, location).
     workspaces: dict[str, tuple[str, str]] = field(default_factory=dict)
     operations: dict[str, Operation] = field(default_factory=dict)
@@ -113,8 +109,6 @@ class PipelineArm:
         fake.route("GET", endpoint, self._get_endpoint)
         fake.route_with_body("PUT", endpoint, self._put_endpoint)
         fake.route_with_body("POST", r"/oauth2/exchange", self._exchange, anonymous=True)
-        fake.route("GET", _SUB + r"/resources", self._list_resources)
-        fake.route("GET", _SUB + r"/resourcegroups", self._list_groups)
         return self
 
     # -- jobs ---------------------------------------------------------------------------------
@@ -291,25 +285,6 @@ class PipelineArm:
         endpoint["properties"]["provisioningState"] = "Updating"
         self.endpoints[m["endpoint"]] = endpoint | {"name": m["endpoint"]}
         return 202, None
-
-    # -- listings -----------------------------------------------------------------------------
-    def _tagged(self, items: list[dict[str, Any]], query: Any) -> tuple[int, Any]:
-        wanted = _TAG_FILTER.fullmatch(query.get("$filter", [""])[0])
-        if wanted is None:
-            return 400, {"error": {"code": "InvalidFilter", "message": "unsupported $filter"}}
-        return 200, {
-            "value": [
-                item
-                for item in items
-                if (item.get("tags") or {}).get(wanted["name"]) == wanted["value"]
-            ]
-        }
-
-    def _list_resources(self, fake: FakeArm, query: Any, m: re.Match[str]) -> tuple[int, Any]:
-        return self._tagged(self.resources, query)
-
-    def _list_groups(self, fake: FakeArm, query: Any, m: re.Match[str]) -> tuple[int, Any]:
-        return self._tagged(self.groups, query)
 
 
 def _with_status(job: dict[str, Any], status: str) -> dict[str, Any]:

@@ -51,6 +51,9 @@ API_VERSIONS = {
     "Microsoft.Resources": {"2021-04-01", "2022-09-01"},
     "Microsoft.ContainerRegistry": {"2019-06-01-preview", "2023-07-01"},
     "Microsoft.Storage": {"2024-01-01"},
+    # 2015-11-01-preview: the operation status URL of Workspaces_Delete's example (stable/
+    # 2025-07-01 examples/WorkspacesDelete.json).
+    "Microsoft.OperationalInsights": {"2025-07-01", "2015-11-01-preview"},
 }
 
 
@@ -374,7 +377,7 @@ class FakeArm:
             "name": name,
             "type": "Microsoft.KeyVault/deletedVaults",
             "properties": {
-                "vaultId": f"{sub}/resourceGroups/old/providers/Microsoft.KeyVault/vaults/{name}",
+                "vaultId": f"{group}/providers/Microsoft.KeyVault/vaults/{name}",
                 "location": location,
                 "deletionDate": "2026-11-18T10:00:00Z",
                 "scheduledPurgeDate": "2027-02-16T10:00:00Z",

@@ -25,6 +25,7 @@ EXPECTED_GRAPH = {
     ("azure-native:resources:ResourceGroup", "resource-group"): "foundation",
     ("pulumi-python:dynamic:Resource", "soft-delete-purge"): "foundation",
     ("pulumi-python:dynamic:Resource", "workspace-permanent-delete"): "foundry",
+    ("pulumi-python:dynamic:Resource", "log-analytics-permanent-delete"): "foundation",
     ("azure-native:storage:StorageAccount", "storage"): "foundation",
     ("azure-native:keyvault:Vault", "key-vault"): "foundation",
     ("azure-native:containerregistry:Registry", "container-registry"): "foundation",

@@ -9,8 +9,8 @@ import pytest
 from scripts import plan
 
 # eastus2 runs the whole pipeline; swedencentral is infrastructure only.
-EASTUS2_RESOURCES = 41
-SWEDENCENTRAL_RESOURCES = 17
+EASTUS2_RESOURCES = 43
+SWEDENCENTRAL_RESOURCES = 18
 
 
 def test_json_plan_lists_every_resource_with_roles_and_policy_results(

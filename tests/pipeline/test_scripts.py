@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from phi3_infra import teardown
 from phi3_infra.config import config_from_flat
 from phi3_infra.naming import StackNames, stack_names
 from phi3_infra.offline import PROJECT, stack_file_config
+from phi3_infra.teardown import LogAnalyticsTargets, _LogAnalyticsDeleteProvider
 from scripts import smoke_test, teardown_audit
-from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import FakeArm
+from tests.fakes.arm_teardown import TeardownArm
+from tests.fakes.clock import fake_poll
 from tests.serving.server_process import RunningServer, serve
 
 API_KEY = "endpoint-key-for-tests"
@@ -103,55 +107,132 @@ def test_smoke_test_explains_missing_outputs(
 
 @dataclass(frozen=True)
 class Audit:
-    pipeline: PipelineArm
+    azure: TeardownArm
     args: list[str]  # the CLI's arguments for the eastus2 example stack
     names: StackNames
+    stack_file: Path
+
+
+TAGS = {"stack": "eastus2", "project": PROJECT}
+
+
+def _leave(azure: TeardownArm, names: StackNames) -> None:
+    """What a stack with `names` leaves when its destroy cleaned nothing up: its group with a
+    resource in it, and its vault, hub and Log Analytics workspace soft-deleted."""
+    group = names.resource_group
+    azure.add_group(group, tags=TAGS)
+    azure.add_resource(group, "Microsoft.Storage/storageAccounts", names.storage_account, TAGS)
+    azure.fake.soft_delete_vault(names.key_vault, "eastus2", resource_group=group)
+    azure.fake.soft_delete_workspace(names.hub, group, "eastus2")
+    azure.soft_delete_log_analytics(names.log_analytics, group)
 
 
 @pytest.fixture
-def audit(signed_in_env: FakeArm, repo_root: Path) -> Audit:
-    """The fake ARM after a clean destroy, with things that are not this stack's."""
-    config = config_from_flat(stack_file_config(repo_root / "Pulumi.eastus2.yaml"))
-    pipeline = PipelineArm(signed_in_env).install()
-    # Another project's stack of the same name, and this project's other stack: not ours.
-    pipeline.resources.append(
-        {"id": "/x/other", "name": "other", "type": "T", "tags": {"stack": "eastus2"}}
-    )
-    pipeline.groups.append(
-        {"id": "/rg2", "name": "rg2", "tags": {"stack": "swedencentral", "project": PROJECT}}
-    )
-    args = ["--stack", "eastus2", "--subscription", signed_in_env.subscription_id]
-    names = stack_names(config, PROJECT, "eastus2", signed_in_env.subscription_id)
-    return Audit(pipeline, args, names)
+def audit(signed_in_env: FakeArm, repo_root: Path, tmp_path: Path) -> Audit:
+    """The fake ARM after a clean destroy of the eastus2 example stack (its stack file copied to
+    a project folder of the test's), next to everything of a colleague's eastus2 stack: the same
+    stack and project tags, another nameGeneration, so other names."""
+    stack_file = tmp_path / "project" / "Pulumi.eastus2.yaml"
+    stack_file.parent.mkdir()
+    shutil.copy(repo_root / "Pulumi.eastus2.yaml", stack_file)
+    config = config_from_flat(stack_file_config(stack_file))
+    subscription = signed_in_env.subscription_id
+    azure = TeardownArm(signed_in_env).install()
+    theirs = config.model_copy(update={"name_generation": config.name_generation + 1})
+    _leave(azure, stack_names(theirs, PROJECT, "eastus2", subscription))
+    args = ["--stack", "eastus2", "--subscription", subscription]
+    args += ["--project-dir", str(stack_file.parent)]
+    names = stack_names(config, PROJECT, "eastus2", subscription)
+    return Audit(azure, args, names, stack_file)
 
 
-def test_audit_passes_when_nothing_remains(
+def _found(out: str) -> dict[tuple[str, str], str]:
+    return {(item["kind"], item["name"]): item["detail"] for item in json.loads(out)}
+
+
+def test_audit_ignores_another_owners_stack_of_the_same_name(
     audit: Audit, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert teardown_audit.main(audit.args) == teardown_audit.EXIT_CLEAN
-    assert "stack eastus2: nothing remains" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith("stack eastus2: nothing remains")
 
 
-def test_audit_lists_what_remains_and_fails(
+def test_audit_lists_what_remains_and_how_to_remove_it(
     audit: Audit, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tags = {"stack": "eastus2", "project": PROJECT}
-    audit.pipeline.groups.append({"id": "/rg", "name": "rg-phi3-eastus2-x", "tags": tags})
-    endpoint = "/subscriptions/s/.../onlineEndpoints/ep-phi3-x"
-    audit.pipeline.resources.append(
-        {"id": endpoint, "name": "ep-phi3-x", "type": "onlineEndpoints", "tags": tags}
-    )
-    fake = audit.pipeline.fake
-    fake.soft_delete_vault(audit.names.key_vault, "eastus2")
-    fake.soft_delete_workspace(audit.names.hub, "rg-phi3-eastus2-x", "eastus2")
+    _leave(audit.azure, audit.names)
     assert teardown_audit.main([*audit.args, "--json"]) == teardown_audit.EXIT_LEFTOVERS
-    leftovers = {(item["kind"], item["name"]) for item in json.loads(capsys.readouterr().out)}
-    assert leftovers == {
-        ("resource_group", "rg-phi3-eastus2-x"),
-        ("resource", "ep-phi3-x"),
+    found = _found(capsys.readouterr().out)
+    group, logs = audit.names.resource_group, audit.names.log_analytics
+    assert set(found) == {
+        ("resource_group", group),
+        ("resource", audit.names.storage_account),
         ("soft_deleted_key_vault", audit.names.key_vault),
         ("soft_deleted_workspace", audit.names.hub),
+        ("soft_deleted_log_analytics", logs),
     }
+    assert found[("resource_group", group)] == f"az group delete --name {group} --yes"
+    where = f"--resource-group {group} --workspace-name {logs}"
+    assert (
+        f"az monitor log-analytics workspace recover {where}"
+        in found[("soft_deleted_log_analytics", logs)]
+    )
+
+
+def test_audit_runs_from_its_record_after_the_stack_is_removed(
+    audit: Audit, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pipeline's order: record, `pulumi destroy`, `pulumi stack rm` (which deletes the stack
+    file), then the audit from the record alone."""
+    fake = audit.azure.fake
+    calls = len(fake.calls)
+    assert teardown_audit.main(["record", *audit.args]) == teardown_audit.EXIT_CLEAN
+    record = audit.stack_file.parent / "teardown-records" / "eastus2.json"
+    assert capsys.readouterr().out.startswith(f"record: {record} ")
+    assert len(fake.calls) == calls  # writing the record asks Azure nothing
+    audit.stack_file.unlink()
+    _leave(audit.azure, audit.names)  # a destroy that stopped half-way
+    assert teardown_audit.main(audit.args) == teardown_audit.EXIT_USAGE
+    assert capsys.readouterr().err.endswith(f"audit from the stack's record: --record {record}\n")
+    assert teardown_audit.main(["--record", str(record), "--json"]) == teardown_audit.EXIT_LEFTOVERS
+    assert {kind for kind, _ in _found(capsys.readouterr().out)} == {
+        "resource_group", "resource", "soft_deleted_key_vault", "soft_deleted_workspace",
+        "soft_deleted_log_analytics",
+    }  # fmt: skip
+
+
+def test_a_file_that_is_no_record_is_refused_saying_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = tmp_path / "eastus2.json"
+    wrong.write_text(json.dumps({"stack": "eastus2"}))
+    assert teardown_audit.main(["--record", str(wrong)]) == teardown_audit.EXIT_USAGE
+    assert capsys.readouterr().err.startswith(f"error: {wrong}: not a teardown record")
+
+
+@pytest.mark.parametrize("deleted_for_good", [True, False])
+def test_after_destroy_the_audit_finds_log_analytics_unless_deleted_for_good(
+    audit: Audit,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    deleted_for_good: bool,
+) -> None:
+    """The destroy's last steps: the workspace's delete, then the group's, which soft-deletes a
+    workspace still in it as a delete without force does (delete-workspace.md)."""
+    group, logs = audit.names.resource_group, audit.names.log_analytics
+    audit.azure.add_log_analytics(logs, group)
+    if deleted_for_good:
+        monkeypatch.setattr(teardown, "LOG_ANALYTICS_DELETE_POLL", fake_poll()[0])
+        targets = LogAnalyticsTargets(audit.azure.fake.subscription_id, group, "eastus2", logs)
+        _LogAnalyticsDeleteProvider().delete("log-analytics-x", vars(targets))
+    audit.azure.delete_group(group)
+    code = teardown_audit.main([*audit.args, "--json"])
+    leftovers = _found(capsys.readouterr().out)
+    if deleted_for_good:
+        assert (code, leftovers) == (teardown_audit.EXIT_CLEAN, {})
+    else:
+        assert code == teardown_audit.EXIT_LEFTOVERS
+        assert set(leftovers) == {("soft_deleted_log_analytics", logs)}
 
 
 def test_audit_that_cannot_sign_in_says_so(

@@ -1,6 +1,7 @@
 """`pulumi destroy` leaves no name blocked: the workspaces are deleted permanently at deletion
-time (project first, each to its end) and the deleted vault is purged, through the teardown
-steps' deletes against the fake ARM server, signed in like the engine's provider process."""
+time (project first, each to its end), the deleted vault is purged and the Log Analytics
+workspace is deleted with force, through the teardown steps' deletes against the fake ARM
+server, signed in like the engine's provider process."""
 
 from __future__ import annotations
 
@@ -11,21 +12,26 @@ import pytest
 from phi3_infra import teardown
 from phi3_infra.arm import ArmClient, OperationTimedOut
 from phi3_infra.teardown import (
+    LogAnalyticsTargets,
     PurgeTargets,
     WorkspaceTargets,
+    _LogAnalyticsDeleteProvider,
     _PurgeProvider,
     _WorkspaceDeleteProvider,
+    delete_log_analytics_permanently,
     delete_workspaces_permanently,
     purge_soft_deleted,
 )
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import SUBSCRIPTION_ID, FakeArm
+from tests.fakes.arm_teardown import TeardownArm
 from tests.fakes.clock import fake_poll
 
 GROUP = "rg-phi3-eastus2-1234abcd"
 PROJECT, HUB = "proj-phi3-1234abcd", "hub-phi3-1234abcd"
 WORKSPACES = WorkspaceTargets(SUBSCRIPTION_ID, GROUP, (PROJECT, HUB))
 VAULT = PurgeTargets(SUBSCRIPTION_ID, "eastus2", "phi3-kv-1234abcd", purge_key_vault=True)
+LOGS = LogAnalyticsTargets(SUBSCRIPTION_ID, GROUP, "eastus2", "log-phi3-eastus2-1234abcd")
 
 
 def _deployed(pipeline: PipelineArm) -> None:
@@ -163,3 +169,66 @@ def test_the_program_orders_the_permanent_workspace_delete(plan: Any) -> None:
     assert run.waits_for("project", "workspace-permanent-delete")
     for used in ("storage", "key-vault", "container-registry", "app-insights", "identity"):
         assert run.waits_for("workspace-permanent-delete", used), used
+
+
+# -- log analytics --------------------------------------------------------------------------------
+def test_destroy_deletes_log_analytics_for_good(
+    signed_in_env: FakeArm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete without force would leave it soft-deleted for 14 days, data and name kept."""
+    azure = TeardownArm(signed_in_env).install()
+    azure.add_log_analytics(LOGS.workspace, GROUP)
+    poll, _ = fake_poll(interval_s=15)
+    monkeypatch.setattr(teardown, "LOG_ANALYTICS_DELETE_POLL", poll)
+    _LogAnalyticsDeleteProvider().delete("log-analytics-x", vars(LOGS))
+    assert azure.log_analytics == {}
+    assert azure.deleted_log_analytics == []
+    (delete,) = [c for c in signed_in_env.calls if c.method == "DELETE"]
+    assert delete.path.endswith(f"/workspaces/{LOGS.workspace}")
+    assert delete.query["force"] == ["true"]
+    # Followed to its end: the operation status the 202 named.
+    assert signed_in_env.calls_to("/operationstatuses/")
+
+
+def test_a_log_analytics_workspace_soft_deleted_earlier_is_kept_with_how_to_free_it(
+    fake_arm: FakeArm, arm_client: ArmClient
+) -> None:
+    azure = TeardownArm(fake_arm).install()
+    azure.add_group(GROUP)
+    azure.soft_delete_log_analytics(LOGS.workspace, GROUP)
+    # A same-named workspace soft-deleted in another group is not this stack's.
+    azure.soft_delete_log_analytics(LOGS.workspace, "rg-other")
+    report = delete_log_analytics_permanently(arm_client, LOGS, fake_poll()[0])
+    assert report.purged == report.already_gone == []
+    (kept,) = report.kept
+    assert kept.startswith(f"Log Analytics workspace {LOGS.workspace} (soft-deleted with its data")
+    assert f"az monitor log-analytics workspace recover --resource-group {GROUP}" in kept
+    assert "az monitor log-analytics workspace delete --force --yes" in kept
+
+
+@pytest.mark.parametrize("group_exists", [True, False])
+def test_a_log_analytics_workspace_already_gone_counts_as_done(
+    fake_arm: FakeArm, arm_client: ArmClient, group_exists: bool
+) -> None:
+    """204 (nothing there), or the group's 404 on a destroy rerun after the group went."""
+    azure = TeardownArm(fake_arm).install()
+    if group_exists:
+        azure.add_group(GROUP)
+    azure.soft_delete_log_analytics(LOGS.workspace, "rg-other")
+    report = delete_log_analytics_permanently(arm_client, LOGS, fake_poll()[0])
+    assert report.already_gone == [f"Log Analytics workspace {LOGS.workspace}"]
+    assert report.purged == report.kept == []
+
+
+def test_the_program_deletes_log_analytics_for_good_after_app_insights(plan: Any) -> None:
+    """Pulumi only forgets the workspace (azure-native's delete has no force) after App Insights
+    is gone; the step deletes it for good, then the group goes."""
+    run = plan(stages='["infra"]', trainingData=None)
+    step, logs = run.named("log-analytics-permanent-delete"), run.named("log-analytics")
+    assert logs.options.retain_on_delete
+    assert step.inputs["workspace"] == logs.azure_name
+    assert step.inputs["resource_group"] == run.named("resource-group").azure_name
+    assert step.inputs["location"] == "eastus2"
+    assert run.waits_for("log-analytics", "log-analytics-permanent-delete")
+    assert run.waits_for("app-insights", "log-analytics")
+    assert run.waits_for("log-analytics-permanent-delete", "resource-group")
