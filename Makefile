@@ -33,7 +33,7 @@ lint: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy --explicit-package-bases infra/phi3_infra rehearsal/phi3_rehearsal scripts/plan.py scripts/preflight.py \
 		scripts/smoke_test.py scripts/teardown_audit.py scripts/rehearse.py scripts/make_tiny_phi3.py \
-		scripts/trainer_flags.py
+		scripts/trainer_flags.py scripts/expire_stacks.py
 	$(VENV)/bin/hadolint training_image/Dockerfile serving_image/Dockerfile
 
 format: setup
