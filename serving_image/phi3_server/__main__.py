@@ -16,6 +16,10 @@ from phi3_server.settings import Settings
 
 # In-flight requests get this long after SIGTERM before they are cut off.
 GRACEFUL_SHUTDOWN_S = 5
+# The generation thread gives up the GIL at every torch op; while the event loop runs Python
+# (parsing requests, streaming chunks), taking it back waits up to the switch interval, 5 ms by
+# default, per op. A shorter interval keeps a decode step from stretching behind the loop.
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
     )
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     server.run()
     return 1 if load_failed.is_set() else 0
 

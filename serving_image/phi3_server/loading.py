@@ -120,18 +120,36 @@ def locate_model(
     )
 
 
-def load(source: ModelSource) -> tuple[Any, Any]:
-    """Load model and tokenizer for inference: GPU in bf16 when there is one, else CPU in fp32.
+def placement(device: str, dtype: str, attention: str) -> tuple[str, str, str]:
+    """Resolve ``auto`` settings: CUDA in bf16 when a GPU is visible, else CPU in fp32;
+    torch's SDPA attention (on CUDA it dispatches to its flash/memory-efficient kernels)."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise ModelLocationError(
+            "--device cuda: no CUDA device is visible to torch; use a GPU instance or --device cpu"
+        )
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    return device, dtype, "sdpa" if attention == "auto" else attention
+
+
+def load(
+    source: ModelSource, device: str = "auto", dtype: str = "auto", attention: str = "auto"
+) -> tuple[Any, Any]:
+    """Load model and tokenizer for inference, placed as ``placement`` resolves it.
     An adapter is merged into its base once, so serving pays no LoRA cost per token."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device, dtype = (
-        ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float32)
-    )
+    device, dtype, attention = placement(device, dtype, attention)
     weights_dir = source.base_model_dir or source.model_dir
-    logger.info("loading %s on %s", weights_dir, device)
-    model: Any = AutoModelForCausalLM.from_pretrained(weights_dir, dtype=dtype)
+    logger.info("loading %s on %s in %s with %s attention", weights_dir, device, dtype, attention)
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        weights_dir, dtype=getattr(torch, dtype), attn_implementation=attention
+    )
     if source.base_model_dir is not None:
         from peft import PeftModel
 

@@ -2,8 +2,13 @@
 
 Requests forbid unknown fields, so a misspelt parameter is an error instead of silently ignored.
 ``null`` is accepted wherever OpenAI accepts it (some SDKs send explicit nulls). OpenAI fields this
-server does not implement (penalties, logprobs, tools, ...) are accepted at their default or neutral
-values, which clients send routinely, and are a 400 naming the field at any other value.
+server does not implement (logprobs, tools, ...) are accepted at their default or neutral values,
+which clients send routinely, and are a 400 naming the field at any other value.
+
+Sampling parameters are range-checked here, with OpenAI's documented limits as vLLM encodes them
+(vllm-project/vllm vllm/entrypoints/openai/protocol.py: ``seed`` bounded by torch's integer range;
+vllm/sampling_params.py: a temperature floor), so a value that would break the sampler is a 400
+naming the field before it reaches the shared batch.
 """
 
 from __future__ import annotations
@@ -11,6 +16,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+from phi3_server.sampling import (
+    LOGIT_BIAS_LIMIT,
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+    PENALTY_LIMIT,
+    SEED_MAX,
+    SEED_MIN,
+)
 
 MAX_STOP_STRINGS = 4
 
@@ -28,6 +42,20 @@ def _unsupported(value: Any, neutral: bool) -> Any:
     if not neutral:
         raise ValueError(f"{value!r} is not supported by this server")
     return value
+
+
+def _usable_temperature(temperature: float | None) -> float | None:
+    """0 (greedy) or at least vLLM's floor: below it logits / temperature overflow."""
+    if temperature is not None and temperature != 0 and temperature < MIN_TEMPERATURE:
+        raise ValueError(
+            f"must be 0 (greedy) or at least {MIN_TEMPERATURE}; smaller values overflow sampling"
+        )
+    return temperature
+
+
+Temperature = Annotated[float | None, Field(ge=0, le=MAX_TEMPERATURE, allow_inf_nan=False)]
+TopP = Annotated[float | None, Field(gt=0, le=1, allow_inf_nan=False)]
+Penalty = Annotated[float | None, Field(ge=-PENALTY_LIMIT, le=PENALTY_LIMIT, allow_inf_nan=False)]
 
 
 class ChatMessage(_Strict):
@@ -61,17 +89,21 @@ class ChatCompletionRequest(_Strict):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    temperature: Temperature = None
+    top_p: TopP = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     n: Literal[1] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
+    presence_penalty: Penalty = None
+    frequency_penalty: Penalty = None
+    # OpenAI: token ids (as strings) to a bias in [-100, 100]; ids past the vocabulary are
+    # refused at the route, which knows the model.
+    logit_bias: (
+        dict[str, Annotated[float, Field(ge=-LOGIT_BIAS_LIMIT, le=LOGIT_BIAS_LIMIT)]] | None
+    ) = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: dict[str, Any] | None = None
@@ -92,15 +124,23 @@ class ChatCompletionRequest(_Strict):
             raise ValueError("stop strings must not be empty")
         return stops
 
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _no_penalty(cls, penalty: float | None) -> float | None:
-        return _unsupported(penalty, not penalty)
+    _temperature = field_validator("temperature")(_usable_temperature)
 
-    @field_validator("logit_bias", "tools")
+    @field_validator("logit_bias")
     @classmethod
-    def _empty(cls, value: dict[str, float] | list[Any] | None) -> Any:
-        return _unsupported(value, not value)
+    def _token_ids(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
+        bad = [key for key in bias or {} if not (key.isascii() and key.isdigit())]
+        if bad:
+            raise ValueError(f"keys must be token ids (non-negative integers), not {bad[0]!r}")
+        return bias
+
+    def logit_bias_pairs(self) -> tuple[tuple[int, float], ...]:
+        return tuple((int(token), bias) for token, bias in (self.logit_bias or {}).items())
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, tools: list[Any] | None) -> Any:
+        return _unsupported(tools, not tools)
 
     @field_validator("logprobs", "top_logprobs")
     @classmethod
@@ -119,10 +159,12 @@ class ScoreParameters(_Strict):
     """The Hugging Face generation parameters the reference clients send."""
 
     max_new_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    temperature: Temperature = None
+    top_p: TopP = None
     do_sample: bool = False
     return_full_text: bool = False
+
+    _temperature = field_validator("temperature")(_usable_temperature)
 
 
 class TextsScoreRequest(_Strict):

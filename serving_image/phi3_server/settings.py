@@ -45,6 +45,23 @@ class Settings(BaseSettings):
         "Retry-After. Match the deployment's max_concurrent_requests_per_instance",
     )
     max_batch_size: int = Field(16, ge=1, description="sequences decoded together per step")
+    prefill_chunk_tokens: int = Field(
+        512,
+        ge=16,
+        description="prompt tokens prefilled between two decode steps: bounds how long a new "
+        "long prompt delays the running answers",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where the model runs (auto: cuda when a GPU is visible)"
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights' dtype (auto: bfloat16 on cuda, float32 on cpu)"
+    )
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto",
+        description="attention kernel (auto: torch's scaled_dot_product_attention, which picks "
+        "its flash kernel on cuda; flash_attention_2 needs the flash-attn package)",
+    )
     request_timeout: float = Field(
         90.0,
         gt=0,

@@ -284,9 +284,6 @@ def test_openai_fields_at_their_neutral_values_are_accepted(server: RunningServe
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("presence_penalty", 0.5),
-        ("frequency_penalty", -1),
-        ("logit_bias", {"42": 5}),
         ("logprobs", True),
         ("top_logprobs", 2),
         ("response_format", {"type": "json_object"}),
@@ -314,3 +311,56 @@ def test_replayed_tool_calls_are_400(server: RunningServer) -> None:
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "messages.1.tool_calls"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("seed", 2**64),  # killed the generation thread: every later request got 503
+        ("seed", -(2**63) - 1),
+        ("temperature", 1e-300),  # failed every request of its batch with 503
+        ("temperature", 2.5),
+        ("top_p", 0),
+        ("presence_penalty", 2.5),
+        ("frequency_penalty", -3),
+        ("logit_bias", {"42": 101}),
+        ("logit_bias", {"not-a-token": 1}),
+        ("logit_bias", {"100000": 1}),  # past the vocabulary
+    ],
+)
+def test_hostile_sampling_values_are_400_and_harm_no_other_request(
+    server: RunningServer, field: str, value: Any
+) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        innocent = pool.submit(_greedy, server, max_tokens=24, extra_body={"ignore_eos": True})
+        body = {"model": MODEL, "messages": QUESTION, field: value}
+        response = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"].startswith(field)
+        assert response.json()["error"]["message"].startswith(field)
+        assert innocent.result().usage.completion_tokens == 24
+    assert httpx.get(f"{server.url}/ready").status_code == 200
+    assert _greedy(server, max_tokens=2).choices[0].finish_reason in ("stop", "length")
+
+
+def test_logit_bias_and_penalties_steer_the_answer(server: RunningServer, tiny_phi3: Path) -> None:
+    # The tiny model's logits of one step span about 1.2: a bias of 2 decides every greedy step.
+    forced = AutoTokenizer.from_pretrained(tiny_phi3).convert_tokens_to_ids("a")
+    bias = {str(forced): 2}
+    biased = _greedy(server, max_tokens=6, logit_bias=bias, extra_body={"ignore_eos": True})
+    assert biased.choices[0].message.content == "a" * 6
+    # Once "a" is in the answer, the penalties (2 + 2) outweigh the bias: no second "a" token.
+    penalized = (
+        _greedy(
+            server,
+            max_tokens=6,
+            logit_bias=bias,
+            frequency_penalty=2,
+            presence_penalty=2,
+            extra_body={"ignore_eos": True},
+        )
+        .choices[0]
+        .message.content
+    )
+    assert penalized is not None
+    assert penalized.startswith("a") and not penalized.startswith("aa"), penalized

@@ -11,15 +11,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from phi3_server.engine import (
-    BatchingEngine,
-    Failed,
-    Finished,
-    GenerationEvent,
-    GenerationRequest,
-    SamplingParams,
-    TextDelta,
-)
+from phi3_server.engine import BatchingEngine
+from phi3_server.sampling import SamplingParams
+from phi3_server.sequence import Failed, Finished, GenerationEvent, GenerationRequest, TextDelta
 
 PROMPTS = ["hello there", "The quick brown fox jumps over", "a", "What is the capital of France?"]
 NEW_TOKENS = 20
@@ -125,6 +119,7 @@ class _PrefillFailsOnLongPrompts:
         self._model = model
         self._limit = limit
         self.device = model.device
+        self.config = model.config
 
     def __call__(self, **inputs: Any) -> Any:
         if inputs["input_ids"].shape[1] > self._limit:
@@ -214,3 +209,62 @@ def test_request_submitted_as_the_worker_exits_still_ends(model_and_tokenizer: A
     engine.stop()
     _, last = _generate(engine, [1], SamplingParams(max_new_tokens=1), wait=5)
     assert last == Failed("the server is shutting down")
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_while_the_batch_keeps_decoding(
+    model_and_tokenizer: Any,
+) -> None:
+    model, tokenizer = model_and_tokenizer
+    decode_steps: list[float] = []
+    engine = BatchingEngine(
+        model,
+        tokenizer,
+        frozenset(),
+        max_batch_size=4,
+        on_step=lambda batch_size: decode_steps.append(time.monotonic()),
+        prefill_chunk_tokens=32,
+    )
+    engine.start()
+    running = GenerationRequest(
+        [1, 2],
+        SamplingParams(max_new_tokens=100_000, ignore_eos=True),
+        time.monotonic() + 60,
+        lambda event: None,
+    )
+    engine.submit(running)
+    while not decode_steps:
+        time.sleep(0.01)
+    long_prompt = [(i * 7) % 500 + 3 for i in range(640)]  # 20 chunks of 32 tokens
+    submitted = time.monotonic()
+    first_event_at: list[float] = []
+    parts: list[str] = []
+    ended = threading.Event()
+    last: list[GenerationEvent] = []
+
+    def on_event(event: GenerationEvent) -> None:
+        first_event_at.append(time.monotonic())
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+        else:
+            last.append(event)
+            ended.set()
+
+    params = SamplingParams(max_new_tokens=4, temperature=0.0)
+    engine.submit(GenerationRequest(long_prompt, params, submitted + 60, on_event))
+    assert ended.wait(60)
+    running.cancel()
+    engine.stop()
+    # The running answer advanced at every chunk of the long prefill, not after all of it.
+    during_prefill = [t for t in decode_steps if submitted < t < first_event_at[0]]
+    assert len(during_prefill) >= 19, len(during_prefill)
+    expected = model.generate(
+        torch.tensor([long_prompt]),
+        max_new_tokens=4,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    assert ("".join(parts), last) == (
+        tokenizer.decode(expected[0, len(long_prompt) :], skip_special_tokens=True),
+        [Finished("length", len(long_prompt), 4)],
+    )

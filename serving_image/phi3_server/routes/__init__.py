@@ -1,0 +1,1 @@
+"""One router per API: OpenAI (``openai``), Azure ML scoring (``azureml``), probes and metrics."""

@@ -1,0 +1,64 @@
+"""The KV adapter, the one module on transformers' cache internals: pinned and checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import transformers
+from transformers import AutoModelForCausalLM
+
+from phi3_server.kv_batch import TESTED_TRANSFORMERS, BatchedCache, ChunkedPrefill
+
+IMAGE_CONSTRAINTS = Path(__file__).resolve().parents[2] / "serving_image" / "constraints.txt"
+
+
+def test_installed_transformers_is_the_version_the_adapter_was_checked_against() -> None:
+    pins = dict(
+        line.split("==", 1) for line in IMAGE_CONSTRAINTS.read_text().splitlines() if "==" in line
+    )
+    # The adapter reads DynamicCache.layers and DynamicLayer.keys/values, which transformers
+    # may change in any release: a new pin needs this module re-checked, then the constant.
+    assert pins["transformers"] == TESTED_TRANSFORMERS == transformers.__version__
+
+
+@pytest.fixture(scope="module")
+def model(tiny_phi3: Path) -> Any:
+    return AutoModelForCausalLM.from_pretrained(tiny_phi3).eval()
+
+
+def _alone(model: Any, tokens: list[int]) -> torch.Tensor:
+    """The next-token logits of ``tokens`` in one plain forward pass, unbatched."""
+    with torch.inference_mode():
+        logits: torch.Tensor = model(input_ids=torch.tensor([tokens])).logits[0, -1]
+        return logits
+
+
+def test_chunked_prefill_join_decode_and_drop_match_each_sequence_alone(model: Any) -> None:
+    first, second, third = list(range(3, 40)), [9, 8, 7], list(range(100, 111))
+    with torch.inference_mode():
+        batch = BatchedCache(model)
+        # Chunks of 8 padded tokens: 37 positions of two rows take 10 chunks.
+        prefill = ChunkedPrefill(model, [first, second], pad_id=0, chunk_tokens=8)
+        chunks = 1
+        while (logits := prefill.step()) is None:
+            chunks += 1
+        assert chunks == 10
+        batch.admit(prefill)
+        late = ChunkedPrefill(model, [third], pad_id=0, chunk_tokens=512)
+        late_logits = late.step()
+        assert late_logits is not None
+        batch.admit(late)
+        torch.testing.assert_close(logits[0], _alone(model, first), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(logits[1], _alone(model, second), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(late_logits[0], _alone(model, third), rtol=1e-4, atol=1e-4)
+        # One decode step for the three rows, then the middle one leaves (its padding goes).
+        step = batch.decode([1, 2, 3], [len(first), len(second), len(third)])
+        for row, tokens in enumerate([[*first, 1], [*second, 2], [*third, 3]]):
+            torch.testing.assert_close(step[row], _alone(model, tokens), rtol=1e-4, atol=1e-4)
+        batch.keep([0, 2])
+        step = batch.decode([4, 5], [len(first) + 1, len(third) + 1])
+        for row, tokens in enumerate([[*first, 1, 4], [*third, 3, 5]]):
+            torch.testing.assert_close(step[row], _alone(model, tokens), rtol=1e-4, atol=1e-4)
