@@ -70,12 +70,16 @@ def test_the_server_runs_its_dockerfiles_settings(server: ImageEnv) -> None:
         "TRANSFORMERS_OFFLINE",
         "PHI3_SERVER_HOST",
         "PHI3_SERVER_PORT",
+        "PHI3_SERVER_DEVICE",
+        "NVIDIA_VISIBLE_DEVICES",
+        "NVIDIA_DRIVER_CAPABILITIES",
     }
     assert {
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "PHI3_SERVER_HOST": "0.0.0.0",
         "PHI3_SERVER_PORT": "5001",
+        "PHI3_SERVER_DEVICE": "cpu",  # the default build, TORCH_VARIANT=cpu
     }.items() <= server.env.items()
     assert server.entrypoint == ["python", "-m", "phi3_server"]
     assert server.cmd == []

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from phi3_server.settings import Settings
 from tests.dockerfiles import arguments, conda_python
 from tests.serving.server_process import SERVER_MODULE
 
@@ -76,7 +77,31 @@ def test_every_installed_package_is_pinned_like_the_project_lock() -> None:
     assert torch_install and torch_install.group(1) == image_pins["torch"]
 
 
-@pytest.mark.parametrize("copied", ["requirements.txt", "constraints.txt", "phi3_server/"])
+def test_cuda_variant_pins_the_cpu_variants_packages_and_torchs_cuda_build() -> None:
+    cpu, cuda = _pins(IMAGE / "constraints.txt"), _pins(IMAGE / "constraints-cuda.txt")
+    assert cuda["torch"] == cpu["torch"].removesuffix("+cpu") != cpu["torch"]
+    shared = {name: version for name, version in cpu.items() if name != "torch"}
+    assert {name: cuda.get(name) for name in shared} == shared
+    extra = set(cuda) - set(cpu)
+    assert extra and all(
+        name.startswith(("nvidia-", "cuda-", "triton", "setuptools")) for name in extra
+    ), extra
+    assert f"torch=={cuda['torch']} -r requirements.txt -c constraints-cuda.txt" in (
+        DOCKERFILE.read_text()
+    )
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+def test_each_image_variant_names_a_device_the_server_accepts(variant: str) -> None:
+    text = DOCKERFILE.read_text()
+    assert "ARG TORCH_VARIANT=cpu" in text and "PHI3_SERVER_DEVICE=$TORCH_VARIANT" in text
+    assert f'"$TORCH_VARIANT" = {variant}' in text
+    assert Settings.model_validate({"device": variant}).device == variant
+
+
+@pytest.mark.parametrize(
+    "copied", ["requirements.txt", "constraints.txt", "constraints-cuda.txt", "phi3_server/"]
+)
 def test_build_context_keeps_what_the_dockerfile_copies(copied: str) -> None:
     patterns = (IMAGE / ".dockerignore").read_text().splitlines()
     assert patterns[patterns.index("*") :].count(f"!{copied}") == 1
