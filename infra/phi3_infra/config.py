@@ -30,6 +30,12 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from phi3_infra.regions import AZURE_PUBLIC_REGIONS, normalize_region, region_error
+from phi3_infra.serving_gpus import (
+    CUDA_BUILD_MIN_COMPUTE_CAPABILITY,
+    capability_text,
+    cuda_build_runs_on,
+    serving_gpu,
+)
 from phi3_infra.trainer_flags import TRAINER, TrainerArg, TrainerArgsError, parse_trainer_args
 
 NAMESPACE = "phi3-foundry"
@@ -51,9 +57,6 @@ _IMAGE_REF_RULE = re.compile(
 _MODEL_REFERENCE_RULE = re.compile(
     r"^azureml:(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<version>[A-Za-z0-9_.-]+)$"
 )
-# GPU-accelerated VM families: NC, ND, NG and NV (MicrosoftDocs/azure-compute-docs
-# articles/virtual-machines/sizes/overview.md, "GPU accelerated"; NP is FPGA, not GPU).
-_GPU_SIZE_RULE = re.compile(r"^Standard_N[CDGV]")
 # An unquoted date in a stack file reaches the program as Go's time.Time.String(): the CLI's YAML
 # decoder (gopkg.in/yaml.v3 resolve.go) reads it as a timestamp, and pulumi/pulumi
 # sdk/go/common/resource/config/object.go (unmarshalObject) stores its String().
@@ -94,6 +97,8 @@ RETIRED_KEYS: Mapping[str, str] = {
 # Azure ML cuts every online request off at 180 s; the server's own limit must stay below.
 AZURE_REQUEST_TIMEOUT_CAP_S = 180
 DEFAULT_SERVING_INSTANCE_TYPE = "Standard_E4s_v3"
+# GPU sizes the built CUDA server image runs on (serving_gpus.py), for messages.
+_CUDA_SIZES_EXAMPLE = "Standard_NC4as_T4_v3, Standard_NV36ads_A10_v5 or Standard_NC24ads_A100_v4"
 
 
 class ConfigError(ValueError):
@@ -156,7 +161,7 @@ class StackConfig(BaseModel):
     image_build: ImageBuild = ImageBuild.REMOTE
     trainer_image: str | None = None
     server_image: str | None = None
-    # The given server image has CUDA torch (the built one is CPU-only): GPU serving sizes allowed.
+    # The given server image has CUDA torch: GPU serving sizes allowed (a built one gets it itself).
     server_image_gpu: bool = False
     wait_for_training: bool = True
     training_timeout_minutes: int = Field(default=720, ge=1)
@@ -339,21 +344,41 @@ class StackConfig(BaseModel):
         return problems
 
     def _serving_hardware_problems(self) -> list[str]:
-        gpu_image = config_key("server_image_gpu")
-        if self.server_image_gpu and (
-            self.image_build is not ImageBuild.PREBUILT or self.server_image is None
-        ):
+        """A built server image follows the serving size (images.py: the CUDA variant on an
+        NVIDIA size); a given one is CPU-only unless serverImageGpu says it has CUDA torch."""
+        gpu_image, size_key = config_key("server_image_gpu"), config_key("serving_instance_type")
+        prebuilt = self.image_build is ImageBuild.PREBUILT
+        if self.server_image_gpu and (not prebuilt or self.server_image is None):
             return [
                 f"{gpu_image}: only valid with imageBuild 'prebuilt' and a serverImage (it says "
-                "that image has CUDA torch; the image this project builds is CPU-only)"
+                "that image has CUDA torch; the image this project builds gets CUDA torch by "
+                "itself on a GPU servingInstanceType)"
             ]
-        gpu_size = _GPU_SIZE_RULE.match(self.serving_instance_type) is not None
-        if Stage.SERVE in self.stages and gpu_size and not self.server_image_gpu:
+        if Stage.SERVE not in self.stages:
+            return []
+        size, gpu = self.serving_instance_type, serving_gpu(self.serving_instance_type)
+        if prebuilt and gpu is not None and not self.server_image_gpu:
             return [
-                f"{config_key('serving_instance_type')}: {self.serving_instance_type} is a GPU "
-                "size, but the server image has CPU-only torch (serving_image/Dockerfile), so "
-                "the GPU would be paid for and never used; serve on a CPU size such as "
-                f"{DEFAULT_SERVING_INSTANCE_TYPE}, or bring a CUDA server image: imageBuild "
+                f"{size_key}: {size} is a GPU size ({gpu.model}), but serverImage is taken to "
+                "have CPU-only torch, so the GPU would be paid for and never used; set "
+                f"{gpu_image} true if that image has CUDA torch, serve on a CPU size such as "
+                f"{DEFAULT_SERVING_INSTANCE_TYPE}, or let the project build the image "
+                "(imageBuild remote)"
+            ]
+        if prebuilt and gpu is None and self.server_image_gpu:
+            return [
+                f"{gpu_image}: true says serverImage runs on an NVIDIA GPU, but {size_key} "
+                f"{size} has none (no GPU row of Learn's 'Managed online endpoints SKU list'); "
+                f"serve on a GPU size such as {_CUDA_SIZES_EXAMPLE}, or set {gpu_image} false"
+            ]
+        if not prebuilt and gpu is not None and not cuda_build_runs_on(gpu):
+            return [
+                f"{size_key}: {size} has a {gpu.model} (compute capability "
+                f"{capability_text(gpu.compute_capability)}), which the built server image's "
+                "CUDA torch cannot run on "
+                f"({capability_text(CUDA_BUILD_MIN_COMPUTE_CAPABILITY)} and newer: "
+                "CUDA 13.0, serving_image/constraints-cuda.txt); serve on a newer GPU size such "
+                f"as {_CUDA_SIZES_EXAMPLE}, or bring an image built for it: imageBuild "
                 "prebuilt, serverImage <ref> and serverImageGpu true"
             ]
         return []

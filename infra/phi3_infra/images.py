@@ -9,7 +9,9 @@
 
 The tag is the first 16 hex digits of a SHA-256 over every file the build would see (honouring
 `.dockerignore`), with text files' line endings as sent (LF, `line_endings`), so an unchanged
-folder keeps its tag, from any checkout, and nothing is rebuilt or retrained.
+folder keeps its tag, from any checkout, and nothing is rebuilt or retrained. Build arguments
+append their values: the server image on an NVIDIA serving size is serving_image/Dockerfile's
+`TORCH_VARIANT=cuda` variant, `<hash>-cuda`, from the same folder as the CPU image `<hash>`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from phi3_infra.line_endings import read_as_sent
 from phi3_infra.paths import SERVER_CONTEXT, TRAINER_CONTEXT
 from phi3_infra.rbac import BuiltInRole, Deployer, assign_to_deployer
 from phi3_infra.redaction import without_query
+from phi3_infra.serving_gpus import serving_gpu
 from phi3_infra.waiting import OperationFailed, Poll, poll_until_terminal
 
 TAG_LENGTH = 16
@@ -45,6 +48,10 @@ _BUILD_TIMEOUT_S = 3600
 _UPLOAD_TIMEOUT_S = 300
 # The username ACR expects with a refresh token obtained from /oauth2/exchange.
 ACR_TOKEN_USERNAME = "00000000-0000-0000-0000-000000000000"
+# serving_image/Dockerfile's build argument: cpu (its default) or cuda.
+TORCH_VARIANT_ARG = "TORCH_VARIANT"
+
+BuildArgs = tuple[tuple[str, str], ...]  # (name, value) pairs, in the order the tag names them
 
 
 class ImageContextError(ValueError):
@@ -126,12 +133,16 @@ class ImageSource:
     repository: str
     context: Path | None
     reference: str | None = None
+    build_args: BuildArgs = ()
 
     @property
     def tag(self) -> str:
+        """The content hash, then each build argument's value: the variants of one folder get
+        tags (and so server environment versions and deployments) of their own."""
         if self.context is None:
             raise ValueError("a prebuilt image has no content tag")
-        return context_hash(self.context)[:TAG_LENGTH]
+        suffix = "".join(f"-{value}" for _, value in self.build_args)
+        return context_hash(self.context)[:TAG_LENGTH] + suffix
 
     @property
     def identity(self) -> str:
@@ -139,14 +150,25 @@ class ImageSource:
         return self.reference if self.reference is not None else self.tag
 
 
+def server_build_args(instance_type: str) -> BuildArgs:
+    """torch's CUDA build for an NVIDIA serving size (the SKU list's GPU rows, serving_gpus.py);
+    none on a CPU size, whose image is the Dockerfile's default (cpu) with the tag it always had."""
+    return ((TORCH_VARIANT_ARG, "cuda"),) if serving_gpu(instance_type) is not None else ()
+
+
 def image_sources(config: StackConfig) -> dict[str, ImageSource]:
     """The images the enabled stages need, checked before any resource exists."""
     wanted = {
-        "trainer": (Stage.TRAIN, TRAINER_CONTEXT, config.trainer_image),
-        "server": (Stage.SERVE, SERVER_CONTEXT, config.server_image),
+        "trainer": (Stage.TRAIN, TRAINER_CONTEXT, config.trainer_image, ()),
+        "server": (
+            Stage.SERVE,
+            SERVER_CONTEXT,
+            config.server_image,
+            server_build_args(config.serving_instance_type),
+        ),
     }
     sources, problems = {}, []
-    for role, (stage, context, reference) in wanted.items():
+    for role, (stage, context, reference, build_args) in wanted.items():
         if stage not in config.stages:
             continue
         if config.image_build is ImageBuild.PREBUILT:
@@ -158,7 +180,7 @@ def image_sources(config: StackConfig) -> dict[str, ImageSource]:
                 f"'prebuilt' with phi3-foundry:{role}Image"
             )
         else:
-            sources[role] = ImageSource(f"phi3-{role}", context)
+            sources[role] = ImageSource(f"phi3-{role}", context, build_args=build_args)
     if problems:
         raise ImageContextError("\n".join(problems))
     return sources
@@ -251,6 +273,7 @@ class ContainerImages(pulumi.ComponentResource):
                         image=f"{source.repository}:{source.tag}",
                         context=str(source.context),
                         reference=ref,
+                        build_args=dict(source.build_args),
                     ),
                     child,
                 )
@@ -277,6 +300,7 @@ def _local_build(
         f"{role}-image",
         context=docker_build.BuildContextArgs(location=str(source.context)),
         dockerfile=docker_build.DockerfileArgs(location=str(source.context / "Dockerfile")),
+        build_args=dict(source.build_args) or None,
         platforms=[docker_build.Platform.LINUX_AMD64],
         tags=[ref],
         push=True,
@@ -319,11 +343,23 @@ def upload_build_source(upload_url: str, archive: bytes) -> None:
 
 
 def run_registry_build(
-    client: ArmClient, registry_id: str, context: Path, image: str, poll: Poll
+    client: ArmClient,
+    registry_id: str,
+    context: Path,
+    image: str,
+    poll: Poll,
+    build_args: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Upload the context, schedule an ACR build-and-push run, and wait for it to succeed."""
     upload = client.post_json(f"{registry_id}/listBuildSourceUploadUrl", ACR_API_VERSION)
     upload_build_source(upload["uploadUrl"], context_archive(context))
+    # DockerBuildRequest `arguments`, "override arguments to be used when executing the run":
+    # Argument {name, value, isSecret} (containerregistry_build.json 2019-06-01-preview;
+    # examples/RegistriesScheduleRun.json). None of ours is a secret.
+    arguments = [
+        {"name": name, "value": value, "isSecret": False}
+        for name, value in (build_args or {}).items()
+    ]
     # Registries_ScheduleRun is a long-running POST: 200 with the run, or 202 with no body
     # (azure-rest-api-specs containerregistry 2019-06-01-preview containerregistry_build.json,
     # examples/RegistriesScheduleRun.json); the run is then the operation's result, as the Azure
@@ -341,7 +377,8 @@ def run_registry_build(
             "dockerFilePath": "Dockerfile",
             "platform": {"os": "Linux", "architecture": "amd64"},
             "timeout": _BUILD_TIMEOUT_S,
-        },
+        }
+        | ({"arguments": arguments} if arguments else {}),
     )
     run_id = (run.get("properties") or {}).get("runId")
     if not run_id:
@@ -380,6 +417,7 @@ class RegistryBuildInputs:
     image: str  # repository:tag
     context: str
     reference: pulumi.Input[str]  # login server/repository:tag, what Azure ML pulls
+    build_args: dict[str, str]  # the tag names their values: a change is a new image
 
 
 class _RegistryBuildProvider(pulumi.dynamic.ResourceProvider):
@@ -393,6 +431,7 @@ class _RegistryBuildProvider(pulumi.dynamic.ResourceProvider):
                 Path(props["context"]),
                 props["image"],
                 Poll(timeout_s=_BUILD_TIMEOUT_S, interval_s=10),
+                props["build_args"],
             )
         return pulumi.dynamic.CreateResult(
             id_=props["reference"], outs={**props, "runId": run["properties"]["runId"]}

@@ -380,14 +380,20 @@ def test_training_run_is_a_count_from_zero() -> None:
     )
 
 
-# ---- serving hardware: the server image has CPU-only torch ----
+# ---- serving hardware: a given server image has CPU-only torch unless serverImageGpu ----
+# (the built one follows the serving size: tests/pipeline/test_server_variant.py)
 
 
 @pytest.mark.parametrize(
     "size", [GPU_SERVING, "Standard_ND96isr_H100_v5", "Standard_NV36ads_A10_v5"]
 )
-def test_gpu_serving_size_is_refused_with_the_built_cpu_image(size: str) -> None:
-    message = _error(**SERVE_ONLY, servingInstanceType=size)
+def test_gpu_serving_size_is_refused_with_a_cpu_server_image(size: str) -> None:
+    message = _error(
+        **SERVE_ONLY,
+        servingInstanceType=size,
+        imageBuild="prebuilt",
+        serverImage="contoso.azurecr.io/phi3-server:1",
+    )
     assert f"phi3-foundry:servingInstanceType: {size} is a GPU size" in message
     assert "CPU-only torch" in message
     assert "Standard_E4s_v3" in message and "serverImageGpu true" in message
