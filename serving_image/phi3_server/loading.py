@@ -121,8 +121,9 @@ def locate_model(
 
 
 def placement(device: str, dtype: str, attention: str) -> tuple[str, str, str]:
-    """Resolve ``auto`` settings: CUDA in bf16 when a GPU is visible, else CPU in fp32;
-    torch's SDPA attention (on CUDA it dispatches to its flash/memory-efficient kernels)."""
+    """Resolve ``auto`` settings: CUDA in bf16 (fp16 before Ampere) when a GPU is visible, else
+    CPU in fp32; torch's SDPA attention (on CUDA it dispatches to its flash/memory-efficient
+    kernels)."""
     import torch
 
     if device == "auto":
@@ -131,8 +132,12 @@ def placement(device: str, dtype: str, attention: str) -> tuple[str, str, str]:
         raise ModelLocationError(
             "--device cuda: no CUDA device is visible to torch; use a GPU instance or --device cpu"
         )
-    if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" else "float32"
+    if dtype == "auto" and device == "cpu":
+        dtype = "float32"
+    elif dtype == "auto":
+        # bf16 needs compute capability 8.0 (A100, A10, H100); a T4 (7.5) runs fp16 instead.
+        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        dtype = "bfloat16" if native_bf16 else "float16"
     return device, dtype, "sdpa" if attention == "auto" else attention
 
 
