@@ -12,6 +12,7 @@ from pulumi_azure_native import authorization
 from phi3_infra.arm import ArmError, client_from_environment
 from phi3_infra.config import ConfigError, StackConfig, Stage, load_stack_config
 from phi3_infra.data import DataError, DataFile, TrainingData, TrainingDataArgs, validate_data
+from phi3_infra.fit import check_training_fits
 from phi3_infra.foundation import Foundation, FoundationArgs, OnFoundationArgs
 from phi3_infra.identity import (
     ENDPOINT_PRINCIPAL,
@@ -545,6 +546,9 @@ def build_stack(
     trained_size = job.sizing if job is not None else None
     gpu = preflight(checked, trained_size.vm_size if trained_size else None, served)
     sizing = trained_size or JobSizing(gpu.vm_size, gpu.gpus, config.low_priority)
+    if config.uses(Stage.TRAIN) and job is None:  # a submitted job keeps its size and flags
+        for warning in check_training_fits(config, sizing.vm_size, sizing.gpus_per_node):
+            pulumi.log.warn(warning)
     report_training(checked, job, served)
     env = build_environment(config, checked.names)
     outputs = stack_outputs(env) | {
