@@ -16,8 +16,13 @@ Inputs, UTF-8 with or without a byte-order mark (Excel's "CSV UTF-8" has one):
   - ``.json``: a JSON array of records; a ``.json`` file that does not start with ``[`` is read
     as JSON Lines, as many tools name those files.
 
+JSON Lines are split at line feeds only (a carriage return before one is dropped), as the
+trainer reads them (data_validation.jsonl_lines): a U+2028 inside a string does not end a record.
+
 Writes DIR/train.jsonl (and DIR/validation.jsonl when the fraction is above 0) and prints a JSON
-summary with counts and, given a tokenizer, token-length percentiles. Every problem is reported
+summary with counts and, given a tokenizer, token-length percentiles. With a tokenizer, the
+trainer's own tokenizer checks apply (phi3_trainer.tokenization): the length as it tokenizes, and
+text the tokenizer would read as one of its special tokens is refused. Every problem is reported
 as ``file:line: what is wrong`` with the line an editor shows (the CSV header is line 1; a record
 over several lines is reported at its first), or, in a JSON array, as ``file[i]: what is wrong``
 with ``i`` the record's 0-based index in the array: an array is often written on a single line,
@@ -28,10 +33,10 @@ then.
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
 import io
 import json
-import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,11 +46,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training_image"))
 
 from phi3_trainer.data_validation import (
+    ChatEncoder,
     ChatRecord,
     Problem,
-    TokenCounter,
+    SpecialTokenFinder,
     Unreadable,
     ValidationReport,
+    jsonl_lines,
     parse_json_line,
     split_records,
     validate_records,
@@ -63,17 +70,12 @@ class Records:
     by_index: bool = False  # the numbers are 0-based JSON array indexes, not line numbers
 
 
-# Line ends as editors count them (and Python's universal newlines): a U+2028 in a JSON string
-# ends no line, though str.splitlines() would split there.
-_LINE_END = re.compile(r"\r\n|\r|\n")
-
-
 def read_records(path: Path) -> Records:
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # Excel's byte-order mark
     try:
-        text = data.decode("utf-8-sig")  # drops a byte-order mark, if there is one
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = len(_LINE_END.split(data[: error.start].decode("utf-8")))
+        line = data.count(b"\n", 0, error.start) + 1
         advice = "save the file as UTF-8 (in Excel: CSV UTF-8)"
         reason = f"not UTF-8 text (byte 0x{data[error.start]:02x}); {advice}"
         return Records([(line, Unreadable(reason))])
@@ -81,13 +83,11 @@ def read_records(path: Path) -> Records:
         return Records(list(_csv_records(text)))
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         return _json_array(text)
-    return _json_lines(text, whole_file_is_one_record=path.suffix.lower() == ".json")
+    return _json_lines(data, text, whole_file_is_one_record=path.suffix.lower() == ".json")
 
 
-def _json_lines(text: str, *, whole_file_is_one_record: bool) -> Records:
-    lines = _LINE_END.split(text)
-    if lines[-1] == "":  # the last line's line end starts no line
-        lines.pop()
+def _json_lines(data: bytes, text: str, *, whole_file_is_one_record: bool) -> Records:
+    lines = jsonl_lines(data)
     if whole_file_is_one_record and len(lines) > 1 and isinstance(_json_or_none(text), dict):
         reason = (
             "the file is one JSON object spread over several lines: give the records as a JSON "
@@ -206,16 +206,15 @@ def percentiles(values: list[int]) -> dict[str, int]:
     return {**result, "max": ordered[-1], "min": ordered[0]}
 
 
-def tokenizer_counter(name_or_path: str) -> TokenCounter:
+def tokenizer_checks(name_or_path: str) -> tuple[ChatEncoder, SpecialTokenFinder]:
+    """The trainer's own checks (phi3_trainer.tokenization): the conversation's tokens, as the
+    trainer tokenizes it, and the special tokens a text would be read as."""
     from transformers import AutoTokenizer
 
+    from phi3_trainer.tokenization import chat_encoder, special_token_finder
+
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-
-    def count(messages: list[dict[str, str]]) -> int:
-        text = tokenizer.apply_chat_template(messages, tokenize=False)
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    return count
+    return chat_encoder(tokenizer, assistant_only_loss=False), special_token_finder(tokenizer)
 
 
 def write_jsonl(path: Path, records: list[ChatRecord]) -> None:
@@ -246,15 +245,22 @@ def main(argv: list[str] | None = None) -> int:
     if unsupported:
         parser.error(f"unsupported file type: {', '.join(unsupported)} (use .jsonl, .csv or .json)")
 
-    count_tokens = tokenizer_counter(args.tokenizer) if args.tokenizer else None
+    encode, find_special_tokens = (
+        tokenizer_checks(args.tokenizer) if args.tokenizer else (None, None)
+    )
     report = ValidationReport()
     by_index: set[str] = set()  # files whose problems are located by array index
     for path in args.inputs:
         source = read_records(path)
         rows = ((n, to_chat(row, args.system_prompt)) for n, row in source.rows)
-        max_length = args.max_length if count_tokens else None
         report.extend(
-            validate_records(rows, str(path), count_tokens=count_tokens, max_length=max_length)
+            validate_records(
+                rows,
+                str(path),
+                encode=encode,
+                max_length=args.max_length if encode else None,
+                find_special_tokens=find_special_tokens,
+            )
         )
         if source.by_index:
             by_index.add(str(path))

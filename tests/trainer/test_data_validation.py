@@ -76,14 +76,16 @@ def test_too_long_examples_are_reported_with_their_length(tmp_path: Path) -> Non
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(chat("short", "ok")) + "\n" + json.dumps(chat("x" * 50, "y")) + "\n")
 
-    def count_chars(messages: list[dict[str, str]]) -> int:
-        return sum(len(m["content"]) for m in messages)
+    def one_token_per_character(messages: list[dict[str, str]]) -> dict[str, list[int]]:
+        return {"input_ids": [ord(c) for m in messages for c in m["content"]]}
 
-    report = validate_chat_jsonl(path, count_tokens=count_chars, max_length=20)
+    report = validate_chat_jsonl(path, encode=one_token_per_character, max_length=20)
     assert [str(p) for p in report.problems] == [
         f"{path}:2: example is 51 tokens, longer than max_length 20"
     ]
+    # The valid record keeps its encoding, for the trainer to train on without tokenizing again.
     assert report.token_counts == [7]
+    assert report.encodings == [{"input_ids": [ord(c) for c in "shortok"]}]
 
 
 def test_missing_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
@@ -113,3 +115,89 @@ def test_importable_without_torch_transformers_or_trl(repo_root: Path) -> None:
     subprocess.run(
         [sys.executable, "-c", code], cwd=repo_root / "training_image", check=True, timeout=60
     )
+
+
+def test_text_parts_become_their_text_and_other_parts_are_refused(tmp_path: Path) -> None:
+    def user(content: object) -> str:
+        return json.dumps({"messages": [msg("user", content), msg("assistant", "ok")]})
+
+    text = [{"type": "text", "text": "Hello"}, {"type": "text", "text": " there"}]
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                user(text),
+                user([{"type": "input_audio", "input_audio": {"data": "..."}}]),
+                user(["Hello"]),
+                user([{"type": "text"}]),
+                user([]),
+                user([{"type": "text", "text": "  "}]),
+            ]
+        )
+        + "\n"
+    )
+    report = validate_chat_jsonl(path)
+    assert report.records == [chat("Hello there", "ok")]
+    assert [str(p) for p in report.problems] == [
+        f"{path}:2: messages[0].content[0] is a 'input_audio' part; only text parts "
+        "({'type': 'text', 'text': ...}) can be trained on",
+        f"{path}:3: messages[0].content[0] must be an object, got str",
+        f"{path}:4: messages[0].content[0].text must be a string, got NoneType",
+        f"{path}:5: messages[0].content is empty",
+        f"{path}:6: messages[0].content is empty",
+    ]
+
+
+def test_a_lone_surrogate_is_a_line_error_and_a_pair_is_a_character(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    # JSON escapes as a file holds them: a high surrogate alone, then a pair (U+1F600).
+    path.write_text(
+        '{"messages": [{"role": "user", "content": "x\\ud800"}, '
+        '{"role": "assistant", "content": "y"}]}\n'
+        '{"messages": [{"role": "user", "content": "\\ud83d\\ude00"}, '
+        '{"role": "assistant", "content": "y"}]}\n'
+    )
+    report = validate_chat_jsonl(path)
+    assert report.records == [chat("\U0001f600", "y")]
+    assert [str(p) for p in report.problems] == [
+        f"{path}:1: messages[0].content has invalid Unicode: a lone surrogate U+D800 at "
+        "character 1 (an escape \\ud800-\\udfff must be half of a pair that makes one character)"
+    ]
+
+
+def test_lines_split_at_newlines_only_and_bad_bytes_name_their_line(tmp_path: Path) -> None:
+    # U+2028 is valid unescaped inside a JSON string (json.dumps(..., ensure_ascii=False)
+    # writes it so); str.splitlines() would cut the record in two.
+    separated = json.dumps(chat("a\u2028b", "c"), ensure_ascii=False).encode()
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(separated + b"\r\n" + b'{"messages": "\xff"}\n' + separated + b"\n")
+    report = validate_chat_jsonl(path)
+    assert report.line_numbers == [1, 3] and report.records[0] == chat("a\u2028b", "c")
+    assert [str(p) for p in report.problems] == [
+        f"{path}:2: not UTF-8 text: invalid start byte at byte 15"
+    ]
+
+
+def test_special_tokens_and_unrenderable_examples_are_refused_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        json.dumps(chat("fine", "<END> of it")) + "\n"
+        + json.dumps(chat("fine", "fine")) + "\n"
+        + json.dumps(chat("refused by the template", "fine")) + "\n"
+    )  # fmt: skip
+
+    def find(text: str) -> list[str]:
+        return [token for token in ("<END>", "<USER>") if token in text]
+
+    def encode(messages: list[dict[str, str]]) -> dict[str, list[int]]:
+        if messages[0]["content"].startswith("refused"):
+            raise ValueError("the chat template cannot render it: no")
+        return {"input_ids": [1, 2, 3]}
+
+    report = validate_chat_jsonl(path, encode=encode, find_special_tokens=find)
+    assert report.line_numbers == [2] and report.token_counts == [3]
+    assert [str(p) for p in report.problems] == [
+        f"{path}:1: messages[1].content contains '<END>', which the tokenizer reads as its "
+        "special token(s) and so as conversation structure; remove or reword it",
+        f"{path}:3: the chat template cannot render it: no",
+    ]
