@@ -24,6 +24,8 @@ sys.path.insert(0, str(REPO_ROOT / "training_image"))
 
 from phi3_infra.trainer_flags import FLAGS_FILE  # noqa: E402
 from phi3_trainer.config import make_parser  # noqa: E402
+from phi3_trainer.flag_rules import CONFLICT_FLAGS  # noqa: E402
+from phi3_trainer.memory import FLAGS as MEMORY_FLAGS  # noqa: E402
 
 # The argparse `type` HfArgumentParser gives each field type, by name: TRL 1.16 parses with its
 # own copy of transformers' parser (trl/scripts/_hf_argparser.py, _parse_dataclass_field; bools
@@ -49,6 +51,12 @@ def describe(action: argparse.Action) -> dict[str, Any]:
         entry["list"] = True
     if choices is not None:
         entry["choices"] = [str(choice) for choice in choices]
+    # TRL reads "none"/"null" as None for an optional field (_hf_argparser._accept_none).
+    if getattr(kind, "__qualname__", "").startswith("_accept_none."):
+        entry["none"] = True
+    # The program checks combinations, and estimates memory, over the defaults.
+    if action.dest in CONFLICT_FLAGS | MEMORY_FLAGS:
+        entry["default"] = action.default
     return entry
 
 

@@ -5,8 +5,10 @@ HfArgumentParser) over the trainer's dataclasses (training_image/phi3_trainer/co
 program's venv has neither torch nor TRL, so `scripts/trainer_flags.py` writes that parser's flags
 (name, type, list-valued, choices) to `trainer_flags.json` beside this module, and
 tests/pipeline/test_trainer_command.py fails when the file is stale. A value is valid when the
-trainer's parser accepts the words the job command gives it: a bad flag fails the plan, not the
-job after the image build and the GPU queue.
+trainer's parser accepts the words the job command gives it and the trainer's own value rules
+(training_image/phi3_trainer/flag_rules.py, standard library only, imported as data.py imports the
+trainer's data validator) accept the value: ranges, and combinations over the trainer's defaults
+(in the table). A bad flag fails the plan, not the job after the image build and the GPU queue.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from types import ModuleType
+
+from phi3_infra.paths import TRAINER_CONTEXT
 
 FLAGS_FILE = Path(__file__).with_name("trainer_flags.json")
 TRAINER = "`python -m phi3_trainer`"
@@ -66,6 +72,8 @@ REFUSED_PREFIXES: Mapping[str, str] = {
 # the words a bool flag accepts.
 _TRUE_WORDS = ("yes", "true", "t", "y", "1")
 _FALSE_WORDS = ("no", "false", "f", "n", "0")
+# trl/scripts/_hf_argparser.py, _accept_none: the words an optional field reads as None.
+_NONE_WORDS = ("none", "null")
 # argparse (CPython 3.11 Lib/argparse.py, _negative_number_matcher): a word after a flag that
 # starts with "-" is read as another flag unless it is a plain negative number.
 _NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
@@ -97,6 +105,7 @@ class TrainerFlag:
     is_list: bool = False
     choices: tuple[str, ...] = ()
     json: bool = False  # text starting with "{" is read as a JSON object after parsing
+    accepts_none: bool = False  # "none" / "null" give None (an optional field)
 
 
 class TrainerArgsError(ValueError):
@@ -118,9 +127,28 @@ def trainer_flags() -> Mapping[str, TrainerFlag]:
             is_list=spec.get("list", False),
             choices=tuple(spec.get("choices", ())),
             json=spec.get("json", False),
+            accepts_none=spec.get("none", False),
         )
         for name, spec in table["flags"].items()
     }
+
+
+@cache
+def flag_rules() -> ModuleType:
+    """The trainer's value rules, from the trainer's own source (the training image's context)."""
+    if str(TRAINER_CONTEXT) not in sys.path:
+        sys.path.append(str(TRAINER_CONTEXT))
+    from phi3_trainer import flag_rules as rules
+
+    return rules
+
+
+@cache
+def trainer_defaults() -> Mapping[str, object]:
+    """The trainer's defaults of the flags its combination rules (flag_rules.CONFLICT_FLAGS) and
+    its memory estimate (memory.FLAGS) read, from the generated table."""
+    table = json.loads(FLAGS_FILE.read_text(encoding="utf-8"))
+    return {name: spec["default"] for name, spec in table["flags"].items() if "default" in spec}
 
 
 def refusal(name: str) -> str | None:
@@ -158,9 +186,30 @@ def parse_trainer_args(args: Mapping[str, object]) -> dict[str, TrainerArg]:
                 why = str(error)
         if why:
             problems[name] = why
+    for problem in flag_rules().problems({**trainer_defaults(), **parsed_values(checked)}):
+        problems.setdefault(problem.flag, problem.reason)
     if problems:
         raise TrainerArgsError(problems)
     return checked
+
+
+def parsed_values(args: Mapping[str, TrainerArg]) -> dict[str, object]:
+    """The values the trainer's parser makes of checked trainerArgs (parse_trainer_args' result)."""
+    flags = trainer_flags()
+    return {name: _parsed(flags[name], value) for name, value in args.items()}
+
+
+def _parsed(flag: TrainerFlag, value: TrainerArg) -> object:
+    """The value the trainer's parser makes of the words (a list stays the words)."""
+    parse = _PARSERS.get(flag.type)
+    if isinstance(value, list) or parse is None:
+        return value
+    word = _word(value)
+    return None if _is_none(flag, word) else parse(word)
+
+
+def _is_none(flag: TrainerFlag, word: str) -> bool:
+    return flag.accepts_none and word.lower() in _NONE_WORDS
 
 
 def _unknown(name: str, flags: Mapping[str, TrainerFlag]) -> str:
@@ -197,6 +246,8 @@ def _checked_item(flag: TrainerFlag, item: object) -> Scalar:
             f"its type ({flag.type}) cannot be given on the command line; leave it out"
         )
     word = _word(item)
+    if _is_none(flag, word):
+        return item
     if word.startswith("-") and not _NEGATIVE_NUMBER.match(word):
         raise ValueError(f"{word!r} starts with '-', which the trainer's parser takes for a flag")
     try:

@@ -67,6 +67,20 @@ def _error(trainer_args: dict[str, Any]) -> str:
         ),
         ({"eval_strategy": "step"}, "[eval_strategy]: expects one of no, steps, epoch, got 'step'"),
         ({"lr_scheduler_kwargs": "{bad"}, "[lr_scheduler_kwargs]: is read as JSON"),
+        # The trainer's own value rules (phi3_trainer.flag_rules), before any GPU is queued.
+        (
+            {"per_device_train_batch_size": 0},
+            "[per_device_train_batch_size]: must be at least 1, got 0",
+        ),
+        ({"learning_rate": "-1"}, "[learning_rate]: must be above 0, got -1.0"),
+        ({"num_train_epochs": 0}, "[num_train_epochs]: must be above 0, got 0.0"),
+        ({"seed": -1}, "[seed]: must be in [0, 4294967295], got -1"),
+        # A combination with a trainer default (max_length 2048), which the stack does not give.
+        (
+            {"packing": False, "padding_free": True},
+            "[padding_free]: true with --packing false, --max_length 2048: padding-free",
+        ),
+        ({"model_init_kwargs": '{"dtype": "bfloat16"}'}, "[model_init_kwargs]: "),
     ],
 )
 def test_a_bad_flag_is_named_with_the_reason(trainer_args: dict[str, Any], expected: str) -> None:
@@ -135,6 +149,15 @@ def test_text_values_pass_where_the_trainers_parser_accepts_the_text() -> None:
     # command carries text either way. Bools become true/false for the rules that read them.
     config = _config({"learning_rate": "0.0002", "lora_r": "8", "packing": "no"})
     assert config.trainer_args == {"learning_rate": "0.0002", "lora_r": "8", "packing": False}
+
+
+def test_an_optional_flag_takes_none_as_the_trainer_does() -> None:
+    # TRL reads "none" as None for an optional field (trl/scripts/_hf_argparser.py,
+    # _accept_none): without packing, padding-free batches are fine with no max_length.
+    trainer_args = {"packing": False, "padding_free": True, "max_length": "none"}
+    assert _config(trainer_args).trainer_args == trainer_args
+    refused = _error({"max_length": "None"})
+    assert "[max_length]: None with --packing true: packing needs --max_length" in refused
 
 
 def test_merge_output_written_as_text_still_counts_for_serving() -> None:

@@ -68,8 +68,12 @@ def test_the_job_command_parses_with_the_trainers_parser(
         ({"num_epochs": 3}, "[num_epochs]: not a flag of `python -m phi3_trainer`; did you mean "),
         ({"learning_rate": "fast"}, "[learning_rate]: expects a number, got 'fast'"),
         ({"push_to_hub": True}, "[push_to_hub]: uploads from the job to the Hugging Face Hub"),
+        (
+            {"per_device_train_batch_size": 0},
+            "[per_device_train_batch_size]: must be at least 1, got 0",
+        ),
     ],
-    ids=["misspelt", "mistyped", "unsafe"],
+    ids=["misspelt", "mistyped", "unsafe", "out-of-range"],
 )
 def test_a_bad_trainer_flag_fails_the_plan_before_any_resource(
     plan: Plan, registered: list[str], trainer_args: dict[str, Any], expected: str

@@ -10,7 +10,8 @@ import pytest
 from trl.chat_template_utils import phi3_5_chat_template
 
 from phi3_trainer.config import parse_args
-from phi3_trainer.train import build_trainer, load_tokenizer
+from phi3_trainer.preflight import load_tokenizer
+from phi3_trainer.train import build_trainer
 
 pytestmark = pytest.mark.slow
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from trl.trainer.sft_config import SFTConfig
 
+from phi3_trainer import flag_rules
 from phi3_trainer.config import PHI3_LORA_TARGETS, make_parser, parse_args
 
 
@@ -52,6 +53,9 @@ def test_every_sft_config_field_is_a_flag() -> None:
     assert not missing
 
 
+# Each of these used to pass the parser and then fail after the model loaded (a traceback from
+# torch's DataLoader or optimizer, numpy's seed, TRL's trainer), or "succeed" doing something
+# else (0 epochs trained nothing; a fractional warm-up above 1 was truncated).
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -59,12 +63,65 @@ def test_every_sft_config_field_is_a_flag() -> None:
         (["--early_stopping_patience", "0"], "--early_stopping_patience must be at least 1"),
         (
             ["--early_stopping_patience", "2", "--eval_strategy", "no"],
-            "--early_stopping_patience needs an --eval_strategy other than 'no'",
+            "--early_stopping_patience 2 with --eval_strategy no: early stopping follows "
+            "evaluations",
         ),
         (
             ["--early_stopping_patience", "2", "--validation_split", "0"],
-            "--early_stopping_patience needs validation data",
+            "--early_stopping_patience 2 needs validation data",
         ),
+        (
+            ["--per_device_train_batch_size", "0"],
+            "--per_device_train_batch_size must be at least 1, got 0",
+        ),
+        (["--per_device_eval_batch_size", "0"], "--per_device_eval_batch_size must be at least 1"),
+        (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be at least"),
+        (["--learning_rate", "-1"], "--learning_rate must be above 0, got -1.0"),
+        (["--learning_rate", "nan"], "--learning_rate must be above 0, got nan"),
+        (["--num_train_epochs", "0"], "--num_train_epochs must be above 0, got 0.0"),
+        (
+            ["--max_steps", "0"],
+            "--max_steps must be at least 1 (or -1: train for --num_train_epochs), got 0",
+        ),
+        (
+            ["--packing", "false", "--padding_free", "true"],
+            "--padding_free true with --packing false, --max_length 2048: padding-free batches "
+            "need packing",
+        ),
+        (["--max_length", "none"], "--max_length None with --packing true: packing needs"),
+        (["--warmup_steps", "2.5"], "--warmup_steps must be a whole number of steps from 1 on"),
+        (["--adam_beta1", "1"], "--adam_beta1 must be in [0, 1), got 1.0"),
+        (["--adam_epsilon", "-0.1"], "--adam_epsilon must be at least 0"),
+        (["--weight_decay", "-0.1"], "--weight_decay must be at least 0"),
+        (["--max_grad_norm", "-1"], "(0 turns gradient clipping off)"),
+        (["--label_smoothing_factor", "1"], "--label_smoothing_factor must be in [0, 1)"),
+        (["--save_steps", "0"], "--save_steps must be above 0, got 0"),
+        (["--seed", "-1"], "--seed must be in [0, 4294967295], got -1"),
+        (["--dataloader_num_workers", "-1"], "--dataloader_num_workers must be at least 0"),
+        (["--pad_to_multiple_of", "0"], "--pad_to_multiple_of must be at least 1, got 0"),
+        (["--max_length", "0"], "--max_length must be at least 1, got 0"),
+        (["--lora_r", "0"], "--lora_r must be at least 1, got 0"),
+        (["--lora_alpha", "0"], "--lora_alpha must be at least 1, got 0"),
+        (["--lora_dropout", "1"], "--lora_dropout must be in [0, 1), got 1.0"),
+        (["--resume_from_checkpoint", "ckpt"], "not read by this trainer; use --resume"),
+        (["--model_init_kwargs", '{"dtype": "bfloat16"}'], "not read by this trainer"),
+        (["--accelerator_config", '{"not_a_key": 1}'], "unexpected keyword argument 'not_a_key'"),
+        (
+            [
+                "--load_best_model_at_end",
+                "true",
+                "--save_strategy",
+                "epoch",
+                "--validation_split",
+                "0",
+            ],
+            "--load_best_model_at_end true needs validation data",
+        ),
+        (
+            ["--lr_scheduler_type", "reduce_lr_on_plateau", "--validation_split", "0"],
+            "--lr_scheduler_type reduce_lr_on_plateau needs validation data",
+        ),
+        (["--save_strategy", "best", "--validation_split", "0"], "--save_strategy best needs"),
     ],
 )
 def test_bad_values_are_named(
@@ -75,6 +132,51 @@ def test_bad_values_are_named(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--max_steps", "-1"],
+        ["--warmup_steps", "0.5"],
+        ["--warmup_steps", "10"],
+        ["--max_grad_norm", "0"],
+        ["--save_total_limit", "0"],
+        ["--seed", "0"],
+        ["--packing", "false", "--padding_free", "true", "--max_length", "none"],
+        ["--lora_dropout", "0"],
+    ],
+)
+def test_values_at_the_edges_pass(flags: list[str]) -> None:
+    parse_args(["--train_file", "t.jsonl", *flags])
+
+
+def test_every_bad_value_is_listed_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--train_file", "t", "--per_device_train_batch_size", "0", "--seed", "-3"])
+    err = capsys.readouterr().err
+    assert "--per_device_train_batch_size must be" in err and "--seed must be" in err
+
+
+# Numeric flags without a range, and why: any other numeric flag needs a rule in flag_rules.
+UNBOUNDED = {
+    "local_rank": "set by the launcher (torchrun), not by users",
+    "router_aux_loss_coef": "mixture-of-experts models only; any weight means something",
+    "save_total_limit": "0 or less keeps every checkpoint (transformers rotate_checkpoints)",
+    "torch_empty_cache_steps": "TrainingArguments.__post_init__ checks it",
+}
+
+
+def test_every_numeric_flag_has_a_range_or_a_reason_not_to() -> None:
+    numeric = {
+        action.dest
+        for action in make_parser()._actions
+        # TRL wraps the type of an optional field, keeping its name (_hf_argparser._accept_none).
+        if getattr(action.type, "__name__", None) in ("int", "float")
+        and action.option_strings[:1] == [f"--{action.dest}"]
+    }
+    assert numeric - set(UNBOUNDED) <= set(flag_rules.RANGES)
+    assert set(UNBOUNDED) <= numeric
 
 
 @pytest.mark.parametrize(
@@ -96,10 +198,20 @@ def test_early_stopping_checkpoints_every_epoch_evaluation() -> None:
     assert config.load_best_model_at_end
 
 
-def test_bad_choices_are_named(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--on_invalid", "ignore"], "--on_invalid/--on-invalid: invalid choice: 'ignore'"),
+        # transformers counts nothing for a word other than all, non_padding or no.
+        (["--include_num_input_tokens_seen", "yes"], "invalid choice: 'yes'"),
+    ],
+)
+def test_bad_choices_are_named(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit):
-        parse_args(["--train_file", "t.jsonl", "--on_invalid", "ignore"])
-    assert "--on_invalid/--on-invalid: invalid choice: 'ignore'" in capsys.readouterr().err
+        parse_args(["--train_file", "t.jsonl", *flags])
+    assert message in capsys.readouterr().err
 
 
 def test_either_checkpointing_flag_turns_it_off() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -107,3 +109,51 @@ def test_two_process_ddp_on_cpu_with_the_same_entrypoint(
     # Marked complete after both ranks wrote their RNG state, so --resume auto would take it.
     assert newest_complete_checkpoint(out) == out / "checkpoint-6"
     assert json.loads((out / "checkpoint-6" / COMPLETE_FILE).read_text())["world_size"] == 2
+
+
+def _files(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file under ``folder``: content hash and modification time (ns)."""
+    return {
+        str(path.relative_to(folder)): (
+            hashlib.sha256(path.read_bytes()).hexdigest(),
+            path.stat().st_mtime_ns,
+        )
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_a_finished_run_rerun_changes_nothing_and_a_final_checkpoint_trains_nothing_more(
+    tmp_path: Path, tiny_phi3: Path, next_number_file: Path, run_trainer
+) -> None:
+    out = tmp_path / "out"
+    # 36 training examples pack into 2 rows of 128 tokens: 2 steps an epoch, so step 7 ends
+    # mid-epoch, where the Trainer evaluates again at the epoch's end and a resumed run used
+    # to train an eighth step.
+    args = ["--model_name_or_path", str(tiny_phi3), "--train_file", str(next_number_file),
+            "--output_dir", str(out), "--max_steps", "7", "--save_steps", "4",
+            "--validation_split", "0.1", *FAST_FLAGS]  # fmt: skip
+    first = run_trainer(args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["step"] for h in metrics["eval_history"]].count(7) == 1  # the final evaluation once
+    assert metrics["global_step"] == 7
+    finished = _files(out)
+
+    # A resubmitted job (--resume auto, the default): the finished run is left as it is.
+    again = run_trainer(args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout.splitlines()[-1]) == metrics
+    assert _files(out) == finished
+
+    # Killed after its last checkpoint, before the outputs: the rerun trains nothing more and
+    # writes the outputs from that checkpoint, which it leaves untouched.
+    for output in ("run.json", "metrics.json", "merged", "adapter"):
+        shutil.rmtree(out / output) if (out / output).is_dir() else (out / output).unlink()
+    checkpoints = _files(out)
+    resumed = run_trainer(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _files(out).items() >= checkpoints.items()
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 7
+    for model_file in ("merged/model.safetensors", "adapter/adapter_model.safetensors"):
+        assert _files(out)[model_file][0] == finished[model_file][0]

@@ -64,6 +64,9 @@ def test_full_fine_tune_learns_a_prompt_dependent_pattern(
     assert run["seed"] == 42 and run["assistant_only_loss"] is True
     assert set(run["versions"]) >= {"python", "torch", "transformers", "trl", "peft"}
     assert run["training_args"]["learning_rate"] == 3e-3
+    # Packed rows attend per chat unless told otherwise; the saved model does not carry it.
+    assert run["script_args"]["attn_implementation"] == "packed_varlen"
+    assert "packed_varlen" not in (out / "merged" / "config.json").read_text()
 
 
 def test_lora_without_packing_learns_a_reply_and_writes_adapter_and_merged_model(
@@ -104,6 +107,7 @@ def test_lora_without_packing_learns_a_reply_and_writes_adapter_and_merged_model
     assert tokenizer.decode(output[0][inputs["input_ids"].shape[1] :]) == "I am Phi.<|end|>"
     run = json.loads((out / "run.json").read_text())
     assert run["data"]["train_examples"] == 18 and run["data"]["eval_examples"] == 2
+    assert run["script_args"]["attn_implementation"] is None  # padded rows: transformers' sdpa
 
 
 def test_invalid_data_fails_before_the_model_is_loaded(
@@ -181,3 +185,23 @@ def test_early_stopping_merges_and_records_the_best_checkpoint(
     merged_weights = load_file(out / "merged" / "model.safetensors")
     assert best_weights.keys() == merged_weights.keys()
     assert all(torch.equal(best_weights[k], merged_weights[k]) for k in best_weights)
+
+
+def test_a_chat_template_file_not_named_jinja_is_used(
+    tmp_path: Path, tiny_phi3: Path, next_number_file: Path, run_trainer
+) -> None:
+    # TRL reads only *.jinja / *.j2 paths as templates and took this one for a tokenizer to
+    # clone, failing after the model loaded.
+    template = tmp_path / "phi3-template.txt"
+    template.write_text((tiny_phi3 / "chat_template.jinja").read_text())
+    out = tmp_path / "out"
+    proc = run_trainer(
+        ["--model_name_or_path", str(tiny_phi3), "--train_file", str(next_number_file),
+         "--output_dir", str(out), "--chat_template_path", str(template), "--max_steps", "1",
+         "--validation_split", "0", *FAST_FLAGS]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "merged" / "chat_template.jinja").read_text() == template.read_text()
+    run = json.loads((out / "run.json").read_text())
+    assert run["training_args"]["chat_template_path"] == str(template)
+    assert run["assistant_only_loss"] is True

@@ -14,6 +14,10 @@ _STATE_FILE = "trainer_state.json"
 # marker is written after a barrier that follows the save, and records the world size so that
 # the RNG file of every rank, which resuming loads, can be checked too.
 COMPLETE_FILE = "checkpoint_complete.json"
+# A run's outputs: train.py writes the models, then METRICS_FILE, then RUN_RECORD (atomically), so
+# a RUN_RECORD means that everything before it is whole: the run finished.
+METRICS_FILE = "metrics.json"
+RUN_RECORD = "run.json"
 
 
 def rng_state_files(world_size: int) -> list[str]:
@@ -51,6 +55,13 @@ def is_complete(checkpoint: Path) -> bool:
         and isinstance(world_size, int)
         and all((checkpoint / name).is_file() for name in rng_state_files(world_size))
     )
+
+
+def finished_run_metrics(output_dir: str | Path) -> dict[str, Any] | None:
+    """The metrics of the run ``output_dir`` holds if that run finished, else None."""
+    folder = Path(output_dir)
+    run, metrics = _read_json(folder / RUN_RECORD), _read_json(folder / METRICS_FILE)
+    return metrics if isinstance(run, dict) and isinstance(metrics, dict) else None
 
 
 def newest_complete_checkpoint(output_dir: str | Path) -> Path | None:

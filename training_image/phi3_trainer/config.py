@@ -8,11 +8,13 @@ Two dataclasses: :class:`ScriptArguments` (what to train on, LoRA, resume, data 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, NoReturn
 
 from trl.scripts.utils import TrlParser
 from trl.trainer.sft_config import SFTConfig
+
+from phi3_trainer import flag_rules, memory, sharding
 
 # Phi-3 fuses q/k/v and gate/up into single projections; these are its four linear module names.
 PHI3_LORA_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
@@ -66,7 +68,10 @@ class ScriptArguments:
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
     lora_target_modules: list[str] = field(
         default_factory=lambda: list(PHI3_LORA_TARGETS),
-        metadata={"help": "Modules LoRA adapts (Phi-3's fused projections by default)."},
+        metadata={
+            "help": "Modules LoRA adapts (Phi-3's fused projections by default), or all-linear; "
+            "checked against the model's module names before it loads."
+        },
     )
     lora_modules_to_save: list[str] | None = field(
         default=None,
@@ -80,11 +85,9 @@ class ScriptArguments:
         default=None, metadata={"help": "Attention kernel, e.g. sdpa or flash_attention_2."}
     )
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.validation_split < 1:
-            raise ValueError(f"--validation_split must be in [0, 1), got {self.validation_split}")
-        if self.lora_r < 1:
-            raise ValueError(f"--lora_r must be at least 1, got {self.lora_r}")
+    @property
+    def has_validation_data(self) -> bool:
+        return bool(self.validation_file or self.validation_split)
 
 
 @dataclass
@@ -115,9 +118,13 @@ class TrainerConfig(SFTConfig):
     per_device_eval_batch_size: int = field(default=1, metadata={"help": "Rows per eval step."})
     gradient_accumulation_steps: int = field(default=16, metadata={"help": "Steps per update."})
     # transformers renamed gradient_checkpointing to activation_checkpointing; both stay None
-    # here so that whichever the user sets wins, and __post_init__ turns it on otherwise.
+    # here so that whichever the user sets wins, and parse_args decides otherwise.
     activation_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Recompute activations to save memory (default: on)."}
+        default=None,
+        metadata={
+            "help": "Recompute activations to save memory (default: on only when the memory "
+            "estimate does not fit the GPU without it; on without a GPU)."
+        },
     )
     gradient_checkpointing: bool | None = field(  # type: ignore[assignment]
         default=None, metadata={"help": "Deprecated alias of --activation_checkpointing."}
@@ -133,8 +140,10 @@ class TrainerConfig(SFTConfig):
     save_steps: float = field(default=200, metadata={"help": "Checkpoint every N steps."})
     save_total_limit: int | None = field(default=3, metadata={"help": "Checkpoints kept."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    # transformers reads any other word as "no" and counts nothing: hence the choices.
     include_num_input_tokens_seen: str = field(
-        default="non_padding", metadata={"help": "Count tokens seen: all, non_padding or no."}
+        default="non_padding",
+        metadata={"help": "Count tokens seen.", "choices": ["all", "non_padding", "no"]},
     )
     early_stopping_patience: int | None = field(
         default=None,
@@ -151,7 +160,11 @@ class TrainerConfig(SFTConfig):
     def __post_init__(self) -> None:
         import torch
 
-        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+        # Neither flag given: on for now; parse_args sizes it by the GPU (phi3_trainer.memory).
+        self.activation_checkpointing_unset = (
+            self.activation_checkpointing is None and self.gradient_checkpointing is None
+        )
+        if self.activation_checkpointing_unset:
             self.activation_checkpointing = True
         if self.report_to is None:
             self.report_to = "mlflow" if os.environ.get("MLFLOW_TRACKING_URI") else "none"
@@ -162,13 +175,8 @@ class TrainerConfig(SFTConfig):
         if self.bf16 is None:
             self.bf16 = cuda and torch.cuda.is_bf16_supported() and not self.fp16
             self.fp16 = self.fp16 or (cuda and not self.bf16)
-        if self.early_stopping_patience is not None:
-            if self.early_stopping_patience < 1:
-                raise ValueError(
-                    "--early_stopping_patience must be at least 1, got "
-                    f"{self.early_stopping_patience}"
-                )
-            self._checkpoint_every_evaluation()
+        if self.early_stopping_patience is not None and self.eval_strategy != "no":
+            self._checkpoint_every_evaluation()  # with "no": refused by flag_rules
         super().__post_init__()
 
     def _checkpoint_every_evaluation(self) -> None:
@@ -176,8 +184,6 @@ class TrainerConfig(SFTConfig):
 
         Set before ``TrainingArguments.__post_init__`` so that its consistency checks see them.
         """
-        if self.eval_strategy == "no":
-            raise ValueError("--early_stopping_patience needs an --eval_strategy other than 'no'")
         self.load_best_model_at_end = True
         self.metric_for_best_model = "eval_loss"
         if self.save_strategy != "best":  # "best" saves at exactly the evaluations that matter
@@ -197,20 +203,45 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, TrainerC
     """Flags, with ``--config FILE.yaml`` for defaults (flags given on the command line win).
 
     A bad value or combination exits with status 2 and the message, like argparse's own errors,
-    instead of a traceback from the dataclasses' checks.
+    instead of a traceback from the dataclasses' checks or, later, from the Trainer.
     """
     parser = make_parser()
     try:
         script_args, training_args = parser.parse_args_and_config(args=argv)
-    except ValueError as error:
-        # Not parser.error(): its usage line lists every SFTConfig flag and buries the message.
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    if training_args.early_stopping_patience and not (
-        script_args.validation_file or script_args.validation_split
-    ):
-        parser.exit(
-            2,
-            f"{parser.prog}: error: --early_stopping_patience needs validation data: give "
-            "--validation_file or a --validation_split above 0\n",
+    # TrainingArguments.__post_init__ raises these for values it reads: ValueError for most,
+    # TypeError for an unknown --accelerator_config key, ImportError for --deepspeed without it.
+    except (ValueError, TypeError, ImportError) as error:
+        _refuse(parser, [str(error)])
+    values = {
+        f.name: getattr(obj, f.name) for obj in (script_args, training_args) for f in fields(obj)
+    }
+    problems = flag_rules.problems(values, has_validation_data=script_args.has_validation_data)
+    if problems:
+        _refuse(parser, [str(problem) for problem in problems])
+    if training_args.activation_checkpointing_unset:
+        training_args.activation_checkpointing = training_args.gradient_checkpointing = (
+            memory.default_checkpointing(
+                values, script_args.model_name_or_path, sharding.world_size(), gpu_memory()
+            )
         )
+    try:
+        sharding.configure(script_args, training_args)  # FSDP2 for full fine-tuning on N GPUs
+    except sharding.ShardingError as error:
+        _refuse(parser, [str(error)])
     return script_args, training_args
+
+
+def gpu_memory() -> int | None:
+    """Bytes of memory of this process's GPU (torchrun's LOCAL_RANK); None without a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    device = int(os.environ.get("LOCAL_RANK", "0"))
+    return int(torch.cuda.get_device_properties(device).total_memory)
+
+
+def _refuse(parser: TrlParser, problems: list[str]) -> NoReturn:
+    # Not parser.error(): its usage line lists every SFTConfig flag and buries the message.
+    lines = "".join(f"{parser.prog}: error: {problem}\n" for problem in problems)
+    parser.exit(2, lines)

@@ -16,10 +16,8 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
-from peft import LoraConfig
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     EarlyStoppingCallback,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -30,25 +28,34 @@ from transformers import (
 )
 from trl import SFTTrainer
 
-from phi3_trainer.chat_template import assistant_only_loss_supported
-from phi3_trainer.checkpoints import mark_complete, resolve_resume
+import phi3_trainer.packed_attention  # noqa: F401 (registers packed_varlen with transformers)
+from phi3_trainer import attention, sharding
+from phi3_trainer.checkpoints import (
+    METRICS_FILE,
+    RUN_RECORD,
+    finished_run_metrics,
+    mark_complete,
+)
 from phi3_trainer.config import ScriptArguments, TrainerConfig
 from phi3_trainer.data_validation import (
-    ChatRecord,
     InvalidDataError,
-    Messages,
     Problem,
     ValidationReport,
     sha256_of,
     split_records,
     validate_chat_jsonl,
 )
+from phi3_trainer.preflight import Setup, lora_config, model_dtype, prepare
+from phi3_trainer.tokenization import chat_encoder, special_token_finder
 
 logger = logging.getLogger("phi3_trainer")
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers")
 # Azure ML's MLflow rejects a run that logs too many parameters; the Trainer logs ~250 otherwise.
 MLFLOW_PARAM_LIMIT = "100"
+# A conversation ({"messages": [...]}) with its tokens ("input_ids", "assistant_masks"), which TRL
+# trains on as they are; a bare conversation would be tokenized by TRL itself.
+Example = dict[str, Any]
 
 
 class Phi3SFTTrainer(SFTTrainer):
@@ -59,9 +66,15 @@ class Phi3SFTTrainer(SFTTrainer):
             logs["eval_perplexity"] = perplexity(logs["eval_loss"])
         super().log(logs, *args, **kwargs)
 
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        self.is_fsdp_enabled = sharding.enable_fsdp_on_cpu(self.accelerator, self.args)
+
 
 class ThroughputCallback(TrainerCallback):
     """Tokens per second over this process's training time (a resumed run counts its own part)."""
+
+    tokens, seconds = 0, 0.0  # a run with nothing left to train
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
@@ -76,13 +89,52 @@ class ThroughputCallback(TrainerCallback):
 
 
 class FinalEvaluationCallback(TrainerCallback):
-    """Evaluate at the last step, inside training, so trackers log it in the same run."""
+    """Evaluate the last step exactly once, inside training, so trackers log it in the same run.
+
+    At the last step's end, so that the last checkpoint (saved after the evaluation in the same
+    step, Trainer._maybe_log_save_evaluate) records it. Once: the Trainer evaluates again at the
+    end of the epoch that training stopped in when --eval_strategy is epoch (transformers
+    DefaultFlowCallback.on_epoch_end, 5.23), at the same step.
+    """
+
+    evaluated_step = -1
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
     ) -> None:
         if state.global_step >= state.max_steps:
             control.should_evaluate = True
+
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
+    ) -> None:
+        self.evaluated_step = state.global_step
+
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
+    ) -> None:
+        if state.global_step == self.evaluated_step:
+            control.should_evaluate = False
+
+
+class NothingLeftToTrain(Exception):
+    """The checkpoint resumed from is at or past the last step of this run's schedule."""
+
+
+class StopIfNothingLeftCallback(TrainerCallback):
+    """Stops a resumed run before its first step when the schedule is already complete.
+
+    The Trainer would run one more step before it checks for the end (transformers
+    Trainer._run_epoch steps, then DefaultFlowCallback.on_step_end stops), changing the model.
+    By on_train_begin it has loaded the checkpoint's weights and state and counted the steps
+    this run's flags and data make, so the end is its own.
+    """
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
+    ) -> None:
+        if state.global_step >= state.max_steps:
+            raise NothingLeftToTrain
 
 
 class MarkCheckpointCompleteCallback(TrainerCallback):
@@ -101,29 +153,24 @@ def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 50 else math.inf
 
 
-def load_tokenizer(script: ScriptArguments, config: TrainerConfig) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(
-        script.model_name_or_path, trust_remote_code=config.trust_remote_code
-    )
-    if config.chat_template_path:
-        tokenizer.chat_template = Path(config.chat_template_path).read_text(encoding="utf-8")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def load_datasets(
     script: ScriptArguments, config: TrainerConfig, tokenizer: PreTrainedTokenizerBase
-) -> tuple[list[ChatRecord], list[ChatRecord], dict[str, Any]]:
-    """Validate every file in full, then apply --on_invalid; returns train, eval, data record."""
+) -> tuple[list[Example], list[Example], dict[str, Any]]:
+    """Validate every file in full, then apply --on_invalid; returns train, eval, data record.
 
-    def count_tokens(messages: Messages) -> int:
-        text = tokenizer.apply_chat_template(messages, tokenize=False)
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
+    Each conversation is tokenized once, by the validation, as TRL would (tokenization.py); the
+    examples carry those tokens, so TRL does not tokenize again.
+    """
     files = [script.train_file, *([script.validation_file] if script.validation_file else [])]
+    encode = chat_encoder(tokenizer, bool(config.assistant_only_loss))
+    find_special_tokens = special_token_finder(tokenizer)
     reports = [
-        validate_chat_jsonl(f, count_tokens=count_tokens, max_length=config.max_length)
+        validate_chat_jsonl(
+            f,
+            encode=encode,
+            max_length=config.max_length,
+            find_special_tokens=find_special_tokens,
+        )
         for f in files
     ]
     problems = [p for r in reports for p in r.problems]
@@ -132,7 +179,7 @@ def load_datasets(
     for problem in problems:
         logger.warning("dropped: %s", problem)
     train_report: ValidationReport = reports[0]
-    train, evaluation = train_report.records, reports[1].records if len(reports) > 1 else []
+    train, evaluation = examples(train_report), examples(reports[1]) if len(reports) > 1 else []
     if not script.validation_file and script.validation_split > 0:
         try:
             train, evaluation = split_records(train, script.validation_split, config.seed)
@@ -154,12 +201,17 @@ def load_datasets(
     return train, evaluation, record
 
 
+def examples(report: ValidationReport) -> list[Example]:
+    return [
+        {**record, **encoding}
+        for record, encoding in zip(report.records, report.encodings, strict=True)
+    ]
+
+
 def load_model(script: ScriptArguments, config: TrainerConfig) -> PreTrainedModel:
-    # LoRA keeps the frozen base in the compute dtype; full fine-tuning keeps fp32 master weights.
-    half = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
     return AutoModelForCausalLM.from_pretrained(
         script.model_name_or_path,
-        dtype=half if script.use_lora else torch.float32,
+        dtype=model_dtype(script, config),
         attn_implementation=script.attn_implementation,
         trust_remote_code=config.trust_remote_code,
     )
@@ -174,64 +226,97 @@ def build_trainer(
     script: ScriptArguments,
     config: TrainerConfig,
     tokenizer: PreTrainedTokenizerBase,
-    train_records: list[ChatRecord],
-    eval_records: list[ChatRecord],
+    train_examples: list[Example],
+    eval_examples: list[Example],
     callbacks: list[TrainerCallback] | None = None,
 ) -> Phi3SFTTrainer:
     """Load the model and wire the SFT trainer; the data must already be validated."""
     from datasets import Dataset
 
     callbacks = [*(callbacks or []), MarkCheckpointCompleteCallback()]
-    if eval_records:
+    if eval_examples:
         callbacks.append(FinalEvaluationCallback())
     else:
         config.eval_strategy = "no"
     if config.early_stopping_patience:
-        if not eval_records:
-            raise ValueError("--early_stopping_patience needs validation data")
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
-    return Phi3SFTTrainer(
-        model=load_model(script, config),
-        args=config,
-        train_dataset=Dataset.from_list(train_records),
-        eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
-        processing_class=tokenizer,
-        peft_config=lora_config(script) if script.use_lora else None,
-        callbacks=callbacks,
-    )
+    # The tokenizer already has the template (preflight.load_tokenizer); given the path, TRL
+    # would take a name other than *.jinja / *.j2 for a tokenizer to clone and fail.
+    template_path, config.chat_template_path = config.chat_template_path, None
+    try:
+        trainer = Phi3SFTTrainer(
+            model=load_model(script, config),
+            args=config,
+            train_dataset=Dataset.from_list(train_examples),
+            eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
+            processing_class=tokenizer,
+            peft_config=lora_config(script) if script.use_lora else None,
+            callbacks=callbacks,
+        )
+    finally:
+        config.chat_template_path = template_path
+    # First, so that no other callback (a tracker starting its run) acts on a run that stops.
+    trainer.callback_handler.callbacks.insert(0, StopIfNothingLeftCallback())
+    return trainer
 
 
 def train(script: ScriptArguments, config: TrainerConfig) -> dict[str, Any]:
-    """Validate everything, train (resuming if asked), write outputs; returns metrics.json."""
+    """Check everything, train (resuming if asked), write outputs; returns metrics.json.
+
+    A folder whose run finished (run.json, written last) is left as it is with --resume auto:
+    a resubmitted job or a retry after the outputs were written trains and writes nothing.
+    """
+    output_dir = Path(config.output_dir or ".")
+    finished = finished_run_metrics(output_dir) if script.resume == "auto" else None
+    if finished is not None:
+        logger.info(
+            "%s holds a finished run (%s, step %s): nothing to train, nothing rewritten. To train "
+            "again, give another --output_dir or --resume never.",
+            output_dir,
+            RUN_RECORD,
+            finished.get("global_step"),
+        )
+        return finished
     script.model_name_or_path = absolute_if_local(script.model_name_or_path)
     if config.report_to and "mlflow" in config.report_to:
         os.environ.setdefault("MLFLOW_MAX_LOG_PARAMS", MLFLOW_PARAM_LIMIT)
-    tokenizer = load_tokenizer(script, config)
-    if config.assistant_only_loss:
-        config.assistant_only_loss = assistant_only_loss_supported(
-            tokenizer.chat_template, script.unknown_chat_template
-        )
-    train_records, eval_records, data_record = load_datasets(script, config, tokenizer)
-    resume_from = resolve_resume(script.resume, config.output_dir or ".")
+    script.attn_implementation = attention.choose({**vars(script), **vars(config)})
+    setup = prepare(script, config)
+    config.assistant_only_loss = setup.assistant_only_loss
+    train_examples, eval_examples, data_record = load_datasets(script, config, setup.tokenizer)
     throughput = ThroughputCallback()
-    trainer = build_trainer(script, config, tokenizer, train_records, eval_records, [throughput])
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    metrics = collect_metrics(trainer, result.metrics, throughput)
+    trainer = build_trainer(
+        script, config, setup.tokenizer, train_examples, eval_examples, [throughput]
+    )
+    del train_examples, eval_examples  # the trainer's datasets hold them now
     if trainer.is_world_process_zero():
-        write_outputs(trainer, script, config, tokenizer, metrics, data_record, resume_from)
+        # This run replaces whatever the folder held: until it finishes, nothing is finished.
+        (output_dir / RUN_RECORD).unlink(missing_ok=True)
+    train_metrics = run_training(trainer, setup)
+    metrics = collect_metrics(trainer, train_metrics, throughput)
+    weights = sharding.gathered_weights(trainer)  # every rank sends its shards to rank 0
+    if trainer.is_world_process_zero():
+        write_outputs(trainer, script, config, setup, metrics, data_record, weights)
     trainer.accelerator.wait_for_everyone()
     return metrics
 
 
-def lora_config(script: ScriptArguments) -> LoraConfig:
-    return LoraConfig(
-        r=script.lora_r,
-        lora_alpha=script.lora_alpha,
-        lora_dropout=script.lora_dropout,
-        target_modules=script.lora_target_modules,
-        modules_to_save=script.lora_modules_to_save,
-        task_type="CAUSAL_LM",
-    )
+def run_training(trainer: SFTTrainer, setup: Setup) -> dict[str, float]:
+    """The Trainer's own metrics; none when the checkpoint resumed from already ended the run
+    (killed after its last checkpoint, before the outputs): its weights are what gets written."""
+    resume_from = setup.resume_from
+    try:
+        return trainer.train(
+            resume_from_checkpoint=str(resume_from) if resume_from else None
+        ).metrics
+    except NothingLeftToTrain:
+        logger.info(
+            "%s is at step %d of %d: nothing left to train; writing the outputs from it",
+            resume_from,
+            trainer.state.global_step,
+            trainer.state.max_steps,
+        )
+        return {}
 
 
 def collect_metrics(
@@ -271,12 +356,17 @@ def write_outputs(
     trainer: SFTTrainer,
     script: ScriptArguments,
     config: TrainerConfig,
-    tokenizer: PreTrainedTokenizerBase,
+    setup: Setup,
     metrics: dict[str, Any],
     data_record: dict[str, Any],
-    resume_from: Path | None,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> None:
+    """Models, metrics.json, then run.json: written last and whole, it marks the run finished.
+
+    ``weights``: the gathered full weights of a sharded model (its parameters hold shards).
+    """
     out = Path(config.output_dir or ".")
+    tokenizer, resume_from = setup.tokenizer, setup.resume_from
     model = trainer.accelerator.unwrap_model(trainer.model)
     if script.use_lora:
         model.save_pretrained(out / "adapter")
@@ -284,9 +374,9 @@ def write_outputs(
         model = model.merge_and_unload() if script.merge_output else None
     if model is not None:
         model.config.use_cache = True  # training turns the cache off; serving wants it on
-        model.save_pretrained(out / "merged")
+        model.save_pretrained(out / "merged", state_dict=weights)
         tokenizer.save_pretrained(out / "merged")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     run = {
         "script_args": asdict(script),
         "training_args": config.to_dict(),
@@ -298,4 +388,6 @@ def write_outputs(
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "command": sys.argv,
     }
-    (out / "run.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
+    partial = out / f"{RUN_RECORD}.partial"
+    partial.write_text(json.dumps(run, indent=2, default=str) + "\n")
+    partial.replace(out / RUN_RECORD)  # atomic: a kill leaves no half-written record
