@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +222,18 @@ def _decode_flops_per_token(config: dict[str, Any], context: int) -> float:
     return 2.0 * weights + 4.0 * layers * hidden * context
 
 
+async def _sse_lines(reply: httpx.Response) -> AsyncIterator[str]:
+    """The stream's lines as SSE ends them (LF, CR LF): httpx's aiter_lines also splits at
+    U+0085/U+2028/U+2029, which may occur raw inside a chunk's JSON text."""
+    pending = ""
+    async for text in reply.aiter_text():
+        *lines, pending = (pending + text).split("\n")
+        for line in lines:
+            yield line.removesuffix("\r")
+    if pending:
+        yield pending
+
+
 async def _round(server: Server, scenario: Scenario, into: Measurements) -> None:
     """``clients`` streamed requests at once: each one's time to first token, the tokens
     generated (from the usage chunk) and the round's wall time."""
@@ -240,7 +252,7 @@ async def _round(server: Server, scenario: Scenario, into: Measurements) -> None
         tokens = 0
         async with http.stream("POST", f"{server.url}/v1/chat/completions", json=body) as reply:
             reply.raise_for_status()
-            async for line in reply.aiter_lines():
+            async for line in _sse_lines(reply):
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 chunk = json.loads(line[len("data: ") :])

@@ -1,4 +1,7 @@
-"""FastAPI dependencies the routers declare with ``Annotated`` (FastAPI's recommended form)."""
+"""FastAPI dependencies the routers declare with ``Annotated`` (FastAPI's recommended form).
+
+All are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, and each such
+hop, on a core whose GIL the generation worker holds, delays the request (time to first token)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from phi3_server.errors import APIError
 from phi3_server.runtime import RETRY_AFTER_S, ModelRuntime, ServerState
 
 
-def server_state(request: Request) -> ServerState:
+async def server_state(request: Request) -> ServerState:
     state: ServerState = request.app.state.phi3
     return state
 
@@ -19,7 +22,7 @@ def server_state(request: Request) -> ServerState:
 State = Annotated[ServerState, Depends(server_state)]
 
 
-def ready_runtime(state: State) -> ModelRuntime:
+async def ready_runtime(state: State) -> ModelRuntime:
     """The loaded model; 503 while it loads, and once its generation worker has stopped."""
     if state.runtime is None:
         raise APIError(
@@ -36,7 +39,9 @@ def ready_runtime(state: State) -> ModelRuntime:
 ReadyModel = Annotated[ModelRuntime, Depends(ready_runtime)]
 
 
-def require_api_key(state: State, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_api_key(
+    state: State, authorization: Annotated[str | None, Header()] = None
+) -> None:
     api_key = state.settings.api_key
     if api_key is None:
         return

@@ -68,6 +68,9 @@ class BatchingEngine:
         self._prefill_chunk_tokens = prefill_chunk_tokens
         self._vocab_size = int(model.config.vocab_size)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # Sampling noise of the requests without a seed, from an unpredictable seed.
+        self._unseeded = torch.Generator(model.device)
+        self._unseeded.seed()
         # Guards _waiting and _closed, so that no request is queued after the worker drained.
         self._waiting_changed = threading.Condition()
         self._waiting: deque[GenerationRequest] = deque()
@@ -205,7 +208,9 @@ class BatchingEngine:
     def _advance(self, sequences: list[Sequence], logits: torch.Tensor) -> None:
         """Each sequence's next token from its row; a row's fault fails that sequence only."""
         try:
-            tokens = choose_tokens([sequence.sampler for sequence in sequences], logits)
+            tokens = choose_tokens(
+                [sequence.sampler for sequence in sequences], logits, self._unseeded
+            )
         except Exception:  # a batched op: it fails the sequences it served, not the worker
             logger.exception("sampling failed for %d sequences", len(sequences))
             for sequence in sequences:

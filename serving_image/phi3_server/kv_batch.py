@@ -143,11 +143,13 @@ class BatchedCache:
         assert self._cache is not None and self._mask is not None
         device = self._model.device
         self._mask = F.pad(self._mask, (0, 1), value=1)
+        # A 4D mask, which transformers passes to attention as given: no per-step mask building
+        # (bool, not additive: CPU SDPA is slower with a float mask over long contexts).
         return cast(
             torch.Tensor,
             self._model(
                 input_ids=torch.tensor(last_tokens, device=device).unsqueeze(-1),
-                attention_mask=self._mask,
+                attention_mask=self._mask.bool()[:, None, None, :],
                 position_ids=torch.tensor(positions, device=device).unsqueeze(-1),
                 past_key_values=self._cache,
                 use_cache=True,

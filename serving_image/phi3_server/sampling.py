@@ -89,8 +89,8 @@ def _check(params: SamplingParams, vocab_size: int) -> None:
 
 
 class Sampler:
-    """Greedy or sampled choice for one sequence, with its own generator, so that a seeded
-    request gives the same answer whatever else shares its batch. Penalties count this
+    """Greedy or sampled choice for one sequence; a seeded one has its own generator, so that
+    it gives the same answer whatever else shares its batch. Penalties count this
     sequence's generated tokens (OpenAI: "based on their existing frequency in the text so
     far"; vLLM counts output tokens), kept as a per-sequence count vector updated in O(1) per
     token, so a step costs O(vocab) per sequence, never O(answer length)."""
@@ -98,13 +98,13 @@ class Sampler:
     def __init__(self, params: SamplingParams, vocab_size: int, device: torch.device) -> None:
         _check(params, vocab_size)
         self.params = params
+        self.sampled = params.temperature > 0
+        # A seeded request draws from its own generator; unseeded ones share the engine's, so
+        # that their noise is one batched draw per step.
         self.generator: torch.Generator | None = None
-        if params.temperature > 0:
+        if self.sampled and params.seed is not None:
             self.generator = torch.Generator(device)
-            if params.seed is None:
-                self.generator.seed()
-            else:
-                self.generator.manual_seed(params.seed)
+            self.generator.manual_seed(params.seed)
         self._bias: tuple[torch.Tensor, torch.Tensor] | None = None
         if params.logit_bias:
             tokens, biases = zip(*params.logit_bias, strict=True)
@@ -115,10 +115,6 @@ class Sampler:
         self._counts: torch.Tensor | None = None
         if params.presence_penalty or params.frequency_penalty:
             self._counts = torch.zeros(vocab_size, dtype=torch.float32, device=device)
-
-    @property
-    def sampled(self) -> bool:
-        return self.generator is not None
 
     @property
     def adjusts_scores(self) -> bool:
@@ -141,8 +137,11 @@ class Sampler:
             self._counts[token] += 1
 
 
-def choose_tokens(samplers: Sequence[Sampler], logits: torch.Tensor) -> list[int | None]:
-    """Each row's next token, by its own sampler, with the batch's work done in batched ops;
+def choose_tokens(
+    samplers: Sequence[Sampler], logits: torch.Tensor, unseeded: torch.Generator
+) -> list[int | None]:
+    """Each row's next token, by its own sampler, with the batch's work done in batched ops
+    (``unseeded`` draws the noise of the sampled rows without a seed of their own);
     None for a row whose scores or probabilities are not finite (that sequence must fail,
     the others are unaffected: every op here is row-wise)."""
     scores = logits.float()
@@ -164,11 +163,12 @@ def choose_tokens(samplers: Sequence[Sampler], logits: torch.Tensor) -> list[int
             if samplers[row].params.top_p < 1:
                 probs[index] = _top_p(probs[index], samplers[row].params.top_p)
         # argmax(p / q) with q ~ Exp(1) draws from p, as vLLM's sampler does (vllm/v1/sample/
-        # ops/topk_topp_sampler.py random_sample); each row's noise comes from its own
-        # generator, so a seeded answer does not depend on its batch.
-        noise = torch.empty_like(probs)
+        # ops/topk_topp_sampler.py random_sample); a seeded row's noise comes from its
+        # own generator, so a seeded answer does not depend on its batch.
+        noise = torch.empty_like(probs).exponential_(generator=unseeded)
         for index, row in enumerate(sampled):
-            noise[index].exponential_(generator=samplers[row].generator)
+            if (generator := samplers[row].generator) is not None:
+                noise[index].exponential_(generator=generator)
         tokens[rows] = (probs / noise).argmax(dim=-1)
         usable[rows] &= torch.isfinite(probs).all(dim=-1) & (probs.sum(dim=-1) > 0)
     return [

@@ -3,6 +3,9 @@ token that does not grow with the answer."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,9 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from phi3_server.detokenizer import IncrementalDetokenizer
+from phi3_server.routes.openai import _sse_chunks
+from phi3_server.schemas import ChatCompletionChunk
+from phi3_server.sequence import Finished, TextDelta
 from phi3_server.stopping import StopMatcher
 
 
@@ -85,3 +91,21 @@ def test_each_token_decodes_a_window_of_a_few_tokens_however_long_the_answer(
     for token in ids:
         detokenizer.add(token)
     assert max(counting.lengths) <= 4
+
+
+def test_streamed_text_with_unicode_line_separators_survives_line_splitting() -> None:
+    # httpx's aiter_lines and openai-python's SSEDecoder split the stream with str.splitlines,
+    # which also breaks at U+0085, U+2028 and U+2029: a raw one would cut a chunk's JSON.
+    text = "one\u2028two\x85three\u2029"
+
+    async def events() -> AsyncGenerator[TextDelta | Finished]:
+        yield TextDelta(text)
+        yield Finished("stop", 1, 1)
+
+    async def stream() -> str:
+        template = ChatCompletionChunk(id="chatcmpl-1", created=0, model="phi3", choices=[])
+        return "".join([chunk async for chunk in _sse_chunks(events(), template, False)])
+
+    lines = [line for line in asyncio.run(stream()).splitlines() if line.startswith("data: {")]
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == text

@@ -151,7 +151,10 @@ async def _sse_chunks(
         async with contextlib.aclosing(events):
             async for event in events:
                 if isinstance(event, TextDelta):
-                    yield before + json.dumps(event.text, ensure_ascii=False) + after
+                    # ASCII escapes: clients split the stream with str.splitlines (httpx's
+                    # aiter_lines, openai-python's SSEDecoder), which also breaks at U+0085,
+                    # U+2028 and U+2029, characters json.dumps leaves raw otherwise.
+                    yield before + json.dumps(event.text) + after
                 else:
                     yield sse([ChunkChoice(delta=Delta(), finish_reason=event.reason)])
                     if include_usage:
