@@ -26,7 +26,6 @@ applicationinsights stable/2020-02-02 components API; its data is in Log Analyti
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 
 from phi3_infra.arm import ArmClient, ArmNotFoundError
 from phi3_infra.config import StackConfig
-from phi3_infra.naming import StackNames, stack_names
+from phi3_infra.naming import SUBSCRIPTION_GUID, StackNames, stack_names
 from phi3_infra.preflight import (
     KEY_VAULT_API_VERSION,
     ML_API_VERSION,
@@ -50,7 +49,6 @@ from phi3_infra.teardown import (
 
 RECORD_KIND = "phi3-foundry/teardown-record"
 RECORD_VERSION = 1
-_GUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
 
 class RecordError(ValueError):
@@ -97,7 +95,7 @@ class AuditRecord:
         bad = sorted(key for key, value in text.items() if not isinstance(value, str) or not value)
         if bad:
             raise RecordError(f"missing or empty: {', '.join(bad)}")
-        if not _GUID.fullmatch(str(text["subscription_id"])):
+        if not SUBSCRIPTION_GUID.fullmatch(str(text["subscription_id"])):
             raise RecordError(f"subscription_id {text['subscription_id']!r} is not a GUID")
         names = data.get("names")
         expected = [field.name for field in fields(StackNames)]

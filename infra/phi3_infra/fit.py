@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from phi3_infra.config import ConfigError, StackConfig, config_key
 from phi3_infra.paths import TRAINER_CONTEXT
-from phi3_infra.trainer_flags import parsed_values, trainer_defaults
+from phi3_infra.trainer_flags import flag_word, parsed_values, trainer_defaults
 from phi3_infra.vm_sizes import KNOWN_GPU_SIZES, gpu_memory_bytes, known_gpus_per_node
 
 if str(TRAINER_CONTEXT) not in sys.path:
@@ -118,7 +118,7 @@ def _what_would_fit(
         for flags in (changes, {**changes, **recompute}) if recompute else (changes,):
             _, planned = _planned(shape, {**values, **flags}, processes, gpu_bytes)
             if planned.fits(gpu_bytes):
-                given = ", ".join(f"{name}: {_word(value)}" for name, value in flags.items())
+                given = ", ".join(f"{name}: {flag_word(value)}" for name, value in flags.items())
                 about = f"about {gigabytes(planned.total)} per GPU"
                 return f"{key} {given} ({about})" if given else about
         return None
@@ -159,7 +159,3 @@ def _what_would_fit(
                 f"{config_key('gpu_skus')}, {text}"
             )
             return
-
-
-def _word(value: object) -> str:
-    return ("true" if value else "false") if isinstance(value, bool) else str(value)

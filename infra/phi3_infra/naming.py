@@ -25,7 +25,7 @@ from phi3_infra.config import StackConfig
 
 SUFFIX_LENGTH = 8
 _STACK_SLUG_MAX = 24
-_GUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+SUBSCRIPTION_GUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class StackNames:
 
 
 def name_suffix(config: StackConfig, project: str, stack: str, subscription_id: str) -> str:
-    if not _GUID.fullmatch(subscription_id):
+    if not SUBSCRIPTION_GUID.fullmatch(subscription_id):
         raise ValueError(f"subscription id {subscription_id!r} is not a subscription GUID")
     # subscription().id's form; GUIDs compare case-insensitively, so the hash must too.
     scope = f"/subscriptions/{subscription_id.lower()}"

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from phi3_infra.arm import ArmClient, ArmError, ArmNotFoundError
 from phi3_infra.config import config_key
+from phi3_infra.naming import SUBSCRIPTION_GUID
 from phi3_infra.online_sizes import instances_reserved, offered_to_managed_online
 
 ML_API_VERSION = "2024-10-01"
@@ -51,7 +52,6 @@ REQUIRED_PROVIDERS = (
 )
 
 _ML = "Microsoft.MachineLearningServices"
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _REGION = re.compile(r"^[a-z][a-z0-9]+$")
 _SKU = re.compile(r"^Standard_[A-Za-z0-9_-]+$")
 QUOTA_PORTAL_PATH = (
@@ -160,7 +160,7 @@ class PreflightRequest:
 
     def __post_init__(self) -> None:
         problems = []
-        if not _GUID.match(self.subscription_id):
+        if not SUBSCRIPTION_GUID.fullmatch(self.subscription_id):
             problems.append(f"subscription_id {self.subscription_id!r} is not a subscription GUID")
         if not self.regions:
             problems.append("regions is empty: name at least one Azure region, e.g. eastus2")

@@ -107,9 +107,8 @@ def preflight_request(
         # The deployment this run serves from: a new model's is new, next to the live one.
         environment = server_environment_version(checked.images["server"].identity)
         deployment_id = (
-            f"/subscriptions/{subscription_id}/resourceGroups/{names.resource_group}/providers/"
-            f"Microsoft.MachineLearningServices/workspaces/{names.project}/onlineEndpoints/"
-            f"{names.online_endpoint}/deployments/{deployment_name(model, environment)}"
+            f"{_project_path(checked)}/onlineEndpoints/{names.online_endpoint}"
+            f"/deployments/{deployment_name(model, environment)}"
         )
         serving = ServingRequest(
             config.serving_instance_type, config.serving_instance_count, deployment_id

@@ -163,10 +163,11 @@ def command_words(value: TrainerArg) -> list[str]:
     nargs="+" (one word per item) and reads bools with string_to_bool (trl/scripts/
     _hf_argparser.py, HfArgumentParser._parse_dataclass_field; transformers' hf_argparser.py
     is the same)."""
-    return [_word(item) for item in (value if isinstance(value, list) else [value])]
+    return [flag_word(item) for item in (value if isinstance(value, list) else [value])]
 
 
-def _word(item: Scalar) -> str:
+def flag_word(item: object) -> str:
+    """A flag value as the command line spells it (booleans lowercase, as TrlParser reads them)."""
     return ("true" if item else "false") if isinstance(item, bool) else str(item)
 
 
@@ -204,7 +205,7 @@ def _parsed(flag: TrainerFlag, value: TrainerArg) -> object:
     parse = _PARSERS.get(flag.type)
     if isinstance(value, list) or parse is None:
         return value
-    word = _word(value)
+    word = flag_word(value)
     return None if _is_none(flag, word) else parse(word)
 
 
@@ -245,7 +246,7 @@ def _checked_item(flag: TrainerFlag, item: object) -> Scalar:
         raise ValueError(
             f"its type ({flag.type}) cannot be given on the command line; leave it out"
         )
-    word = _word(item)
+    word = flag_word(item)
     if _is_none(flag, word):
         return item
     if word.startswith("-") and not _NEGATIVE_NUMBER.match(word):
