@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows,
                 str(path),
                 encode=encode,
-                max_length=args.max_length if encode else None,
+                max_length=args.max_length,
                 find_special_tokens=find_special_tokens,
             )
         )

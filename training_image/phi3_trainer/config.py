@@ -17,7 +17,7 @@ from trl.trainer.sft_config import SFTConfig
 from phi3_trainer import flag_rules, memory, sharding
 
 # Phi-3 fuses q/k/v and gate/up into single projections; these are its four linear module names.
-PHI3_LORA_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+PHI3_LORA_TARGETS = list(memory.LINEAR_MODULES)
 
 
 @dataclass

@@ -302,13 +302,10 @@ def _check_record(value: Any) -> tuple[list[str], ChatRecord]:
     problems = message_problems(value["messages"])
     if problems:
         return problems, {}
-    messages = [{"role": m["role"], "content": _text(m["content"])} for m in value["messages"]]
+    messages = [
+        {"role": m["role"], "content": content_text(m["content"], "")[0]} for m in value["messages"]
+    ]
     return [], {"messages": messages}
-
-
-def _text(content: str | list[dict[str, str]]) -> str:
-    """The text of content that :func:`content_text` accepted."""
-    return content if isinstance(content, str) else "".join(part["text"] for part in content)
 
 
 def validate_chat_jsonl(
