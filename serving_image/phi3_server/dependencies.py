@@ -31,9 +31,14 @@ async def ready_runtime(state: State) -> ModelRuntime:
             code="model_loading",
             headers={"Retry-After": RETRY_AFTER_S},
         )
-    if not state.runtime.engine.alive:
-        raise APIError(503, "the generation worker has stopped", code="worker_stopped")
+    require_worker_alive(state.runtime)
     return state.runtime
+
+
+def require_worker_alive(runtime: ModelRuntime) -> None:
+    """503 once the generation worker has stopped: Azure's probes then replace the container."""
+    if not runtime.engine.alive:
+        raise APIError(503, "the generation worker has stopped", code="worker_stopped")
 
 
 ReadyModel = Annotated[ModelRuntime, Depends(ready_runtime)]

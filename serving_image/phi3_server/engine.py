@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 # Padded prompt tokens one prefill chunk may hold: at most this much prefill work runs
 # between two decode steps of the running batch.
 DEFAULT_PREFILL_CHUNK_TOKENS = 512
+DEADLINE_EXCEEDED = "the request exceeded its deadline"
 SHUTTING_DOWN = "the server is shutting down"
 GENERATION_FAILED = "generation failed on the server"
 
@@ -181,7 +182,7 @@ class BatchingEngine:
             self._prefill = None
             for sequence in prefill.sequences:
                 if not sequence.request.cancelled.is_set():
-                    sequence.fail("the request exceeded its deadline", timed_out=True)
+                    sequence.fail(DEADLINE_EXCEEDED, timed_out=True)
             return
         try:
             logits = prefill.chunks.step()
@@ -224,7 +225,7 @@ class BatchingEngine:
                 if request.cancelled.is_set():
                     sequence.done = True
                 elif now > request.deadline and not sequence.generated:
-                    sequence.fail("the request exceeded its deadline", timed_out=True)
+                    sequence.fail(DEADLINE_EXCEEDED, timed_out=True)
                 elif now > request.deadline:
                     # A server-side cap on generation, like max_tokens: the answer so far.
                     sequence.finish("length")

@@ -112,6 +112,16 @@ def test_request_past_its_deadline_ends_with_its_text_so_far_as_length(
     assert text == tokenizer.decode(full[0, len(prompt) :], skip_special_tokens=True)
 
 
+def _endless_request() -> GenerationRequest:
+    """A request that decodes until cancelled: keeps the batch busy while another arrives."""
+    return GenerationRequest(
+        [1, 2],
+        SamplingParams(max_new_tokens=100_000, ignore_eos=True),
+        time.monotonic() + 60,
+        lambda event: None,
+    )
+
+
 class _PrefillFailsOnLongPrompts:
     """The tiny model, except that prompts longer than ``limit`` raise as if out of memory."""
 
@@ -152,12 +162,7 @@ def test_queued_request_times_out_at_its_deadline_while_the_batch_is_full(
     model, tokenizer = model_and_tokenizer
     engine = BatchingEngine(model, tokenizer, frozenset(), max_batch_size=1)
     engine.start()
-    running = GenerationRequest(
-        [1, 2],
-        SamplingParams(max_new_tokens=100_000, ignore_eos=True),
-        time.monotonic() + 60,
-        lambda event: None,
-    )
+    running = _endless_request()
     engine.submit(running)
     started = time.monotonic()
     _, last = _generate(engine, [3, 4], SamplingParams(max_new_tokens=4), timeout=0.5)
@@ -225,12 +230,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_while_the_batch_keeps_decoding(
         prefill_chunk_tokens=32,
     )
     engine.start()
-    running = GenerationRequest(
-        [1, 2],
-        SamplingParams(max_new_tokens=100_000, ignore_eos=True),
-        time.monotonic() + 60,
-        lambda event: None,
-    )
+    running = _endless_request()
     engine.submit(running)
     while not decode_steps:
         time.sleep(0.01)

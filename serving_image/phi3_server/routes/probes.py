@@ -6,8 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from phi3_server.dependencies import Authorized, ReadyModel, State
-from phi3_server.errors import APIError
+from phi3_server.dependencies import Authorized, ReadyModel, State, require_worker_alive
 
 router = APIRouter()
 
@@ -16,8 +15,8 @@ router = APIRouter()
 async def health(state: State) -> dict[str, str]:
     """Alive while loading; 503 once a loaded model's generation worker has stopped, so that
     Azure restarts the container instead of routing requests to a server that cannot answer."""
-    if state.runtime is not None and not state.runtime.engine.alive:
-        raise APIError(503, "the generation worker has stopped", code="worker_stopped")
+    if state.runtime is not None:
+        require_worker_alive(state.runtime)
     return {"status": "alive"}
 
 
