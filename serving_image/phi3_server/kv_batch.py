@@ -131,25 +131,35 @@ class ChunkedPrefill:
 
 
 class BatchedCache:
-    """The running batch's cache and attention mask ([rows, cached positions], 0 = padding)."""
+    """The running batch's cache and which cached positions each row sees ([rows, positions],
+    False = padding or out of the sliding window)."""
 
     def __init__(self, model: Any) -> None:
         self._model = model
         self._cache: DynamicCache | None = None
-        self._mask: torch.Tensor | None = None
+        self._visible: torch.Tensor | None = None
+        # Phi-3-mini-4k attends to its last 2047 positions only (its config.json's
+        # sliding_window; masking_utils.sliding_window_overlay: kv_idx > q_idx - window).
+        # transformers applies it while building a mask, which a mask passed as 4D skips.
+        self._window: int | None = getattr(model.config, "sliding_window", None)
 
     def decode(self, last_tokens: list[int], positions: list[int]) -> torch.Tensor:
         """One forward pass over every row: the logits of each row's next token."""
-        assert self._cache is not None and self._mask is not None
+        assert self._cache is not None and self._visible is not None
         device = self._model.device
-        self._mask = F.pad(self._mask, (0, 1), value=1)
+        self._visible = F.pad(self._visible, (0, 1), value=True)
+        if self._window is not None and self._visible.shape[1] > self._window:
+            # A row's positions fill its columns up to the last one (prompts are left-padded,
+            # every step appends a column), so the window is the same last columns for every
+            # row; a column that leaves it stays out, and keep() cuts it off with the padding.
+            self._visible[:, : -self._window] = False
         # A 4D mask, which transformers passes to attention as given: no per-step mask building
         # (bool, not additive: CPU SDPA is slower with a float mask over long contexts).
         return cast(
             torch.Tensor,
             self._model(
                 input_ids=torch.tensor(last_tokens, device=device).unsqueeze(-1),
-                attention_mask=self._mask.bool()[:, None, None, :],
+                attention_mask=self._visible[:, None, None, :],
                 position_ids=torch.tensor(positions, device=device).unsqueeze(-1),
                 past_key_values=self._cache,
                 use_cache=True,
@@ -158,33 +168,35 @@ class BatchedCache:
 
     def admit(self, prefill: ChunkedPrefill) -> None:
         """Append a finished prefill's rows after the running ones."""
-        mask = prefill.mask.to(self._model.device)
-        if self._cache is None or self._mask is None:
-            self._cache, self._mask = prefill.cache, mask
+        visible = prefill.mask.to(self._model.device).bool()
+        if self._cache is None or self._visible is None:
+            self._cache, self._visible = prefill.cache, visible
             return
-        width = max(self._mask.shape[1], mask.shape[1])
+        width = max(self._visible.shape[1], visible.shape[1])
         for running, joining in zip(_layers(self._cache), _layers(prefill.cache), strict=True):
             running.keys = _stack_rows(running.keys, joining.keys, width)
             running.values = _stack_rows(running.values, joining.values, width)
-        self._mask = torch.cat([_pad_left(self._mask, width, -1), _pad_left(mask, width, -1)])
+        self._visible = torch.cat(
+            [_pad_left(self._visible, width, -1), _pad_left(visible, width, -1)]
+        )
 
     def keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (in order); nothing kept empties the cache."""
         if not rows:
-            self._cache, self._mask = None, None
+            self._cache, self._visible = None, None
             return
-        assert self._cache is not None and self._mask is not None
-        index = torch.tensor(rows, device=self._mask.device)
+        assert self._cache is not None and self._visible is not None
+        index = torch.tensor(rows, device=self._visible.device)
         self._cache.batch_select_indices(index)
-        self._mask = self._mask[index]
-        # Columns that are padding in every remaining row only cost time: cut them off.
-        first_used = int(self._mask.any(dim=0).int().argmax())
+        self._visible = self._visible[index]
+        # Columns no remaining row sees only cost time: cut them off.
+        first_used = int(self._visible.any(dim=0).int().argmax())
         if first_used:
             for layer in _layers(self._cache):
                 assert layer.keys is not None and layer.values is not None
                 layer.keys = layer.keys[..., first_used:, :]
                 layer.values = layer.values[..., first_used:, :]
-            self._mask = self._mask[:, first_used:]
+            self._visible = self._visible[:, first_used:]
 
     def clear(self) -> None:
-        self._cache, self._mask = None, None
+        self._cache, self._visible = None, None

@@ -1,4 +1,5 @@
-"""The KV adapter, the one module on transformers' cache internals: pinned and checked."""
+"""The KV adapter, the one module on transformers' cache internals: pinned, and checked against
+the model's own forward pass over each sequence alone."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from typing import Any
 import pytest
 import torch
 import transformers
-from transformers import AutoModelForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
+)
 
 from phi3_server.kv_batch import TESTED_TRANSFORMERS, BatchedCache, ChunkedPrefill
 
@@ -24,9 +29,34 @@ def test_installed_transformers_is_the_version_the_adapter_was_checked_against()
     assert pins["transformers"] == TESTED_TRANSFORMERS == transformers.__version__
 
 
-@pytest.fixture(scope="module")
-def model(tiny_phi3: Path) -> Any:
-    return AutoModelForCausalLM.from_pretrained(tiny_phi3).eval()
+def _phi3_grouped_partial_rotary_windowed() -> Any:
+    """A Phi-3 with what the tiny model lacks: two query heads per key head (Phi-3-medium's
+    layout), rotary embedding on half of each head (Phi-4-mini's partial_rotary_factor) and a
+    sliding window (Phi-3-mini-4k's sliding_window: 2047) shorter than the test's prompts."""
+    torch.manual_seed(0)
+    config = Phi3Config(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        partial_rotary_factor=0.5,
+        sliding_window=6,
+        max_position_embeddings=256,
+        original_max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    return Phi3ForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module", params=["tiny Phi-3", "Phi-3 grouped, partial rotary, windowed"])
+def model(request: pytest.FixtureRequest, tiny_phi3: Path) -> Any:
+    if request.param == "tiny Phi-3":
+        return AutoModelForCausalLM.from_pretrained(tiny_phi3).eval()
+    return _phi3_grouped_partial_rotary_windowed()
 
 
 def _alone(model: Any, tokens: list[int]) -> torch.Tensor:
@@ -62,3 +92,4 @@ def test_chunked_prefill_join_decode_and_drop_match_each_sequence_alone(model: A
         step = batch.decode([4, 5], [len(first) + 1, len(third) + 1])
         for row, tokens in enumerate([[*first, 1, 4], [*third, 3, 5]]):
             torch.testing.assert_close(step[row], _alone(model, tokens), rtol=1e-4, atol=1e-4)
+
