@@ -9,6 +9,9 @@ It reads and writes ``DynamicCache.layers[i].keys/values``, calls ``batch_select
 replaces ``DynamicLayer.update`` and ``Cache.layer_class_to_replicate``, none of which is a public
 contract: ``TESTED_TRANSFORMERS`` is the version this was checked
 against, and a test fails when the installed (image-pinned) transformers differs.
+
+A Phi-3 decodes through ``phi3_decode.Phi3Decode`` (the model's modules without its forward's
+per-call overhead); any other model through its own forward with a 4D mask.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
+
+from phi3_server.phi3_decode import Phi3Decode
 
 TESTED_TRANSFORMERS = "5.23.0"
 
@@ -138,6 +143,7 @@ class BatchedCache:
         self._model = model
         self._cache: DynamicCache | None = None
         self._visible: torch.Tensor | None = None
+        self._phi3 = Phi3Decode(model) if Phi3Decode.serves(model) else None
         # Phi-3-mini-4k attends to its last 2047 positions only (its config.json's
         # sliding_window; masking_utils.sliding_window_overlay: kv_idx > q_idx - window).
         # transformers applies it while building a mask, which a mask passed as 4D skips.
@@ -153,14 +159,18 @@ class BatchedCache:
             # every step appends a column), so the window is the same last columns for every
             # row; a column that leaves it stays out, and keep() cuts it off with the padding.
             self._visible[:, : -self._window] = False
+        tokens = torch.tensor(last_tokens, device=device)
+        position_ids = torch.tensor(positions, device=device)
+        if self._phi3 is not None:
+            return self._phi3(_layers(self._cache), tokens, position_ids, self._visible)
         # A 4D mask, which transformers passes to attention as given: no per-step mask building
         # (bool, not additive: CPU SDPA is slower with a float mask over long contexts).
         return cast(
             torch.Tensor,
             self._model(
-                input_ids=torch.tensor(last_tokens, device=device).unsqueeze(-1),
+                input_ids=tokens.unsqueeze(-1),
                 attention_mask=self._visible[:, None, None, :],
-                position_ids=torch.tensor(positions, device=device).unsqueeze(-1),
+                position_ids=position_ids.unsqueeze(-1),
                 past_key_values=self._cache,
                 use_cache=True,
             ).logits[:, -1, :],

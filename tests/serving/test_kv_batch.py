@@ -1,21 +1,25 @@
-"""The KV adapter, the one module on transformers' cache internals: pinned, and checked against
-the model's own forward pass over each sequence alone."""
+"""The KV adapter and Phi-3's decode step, the modules on transformers' internals: pinned, and
+checked against the model's own forward pass over each sequence alone."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import torch
 import transformers
 from transformers import (
     AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
     Phi3Config,
     Phi3ForCausalLM,
 )
 
 from phi3_server.kv_batch import TESTED_TRANSFORMERS, BatchedCache, ChunkedPrefill
+from phi3_server.phi3_decode import Phi3Decode
 
 IMAGE_CONSTRAINTS = Path(__file__).resolve().parents[2] / "serving_image" / "constraints.txt"
 
@@ -52,10 +56,30 @@ def _phi3_grouped_partial_rotary_windowed() -> Any:
     return Phi3ForCausalLM(config).eval()
 
 
-@pytest.fixture(scope="module", params=["tiny Phi-3", "Phi-3 grouped, partial rotary, windowed"])
+def _llama() -> Any:
+    """Not a Phi-3: decoded by the model's own forward."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(
+    scope="module", params=["tiny Phi-3", "Phi-3 grouped, partial rotary, windowed", "Llama"]
+)
 def model(request: pytest.FixtureRequest, tiny_phi3: Path) -> Any:
     if request.param == "tiny Phi-3":
         return AutoModelForCausalLM.from_pretrained(tiny_phi3).eval()
+    if request.param == "Llama":
+        return _llama()
     return _phi3_grouped_partial_rotary_windowed()
 
 
@@ -93,3 +117,16 @@ def test_chunked_prefill_join_decode_and_drop_match_each_sequence_alone(model: A
         for row, tokens in enumerate([[*first, 1, 4], [*third, 3, 5]]):
             torch.testing.assert_close(step[row], _alone(model, tokens), rtol=1e-4, atol=1e-4)
 
+
+def test_a_phi3_decodes_without_the_models_forward(tiny_phi3: Path) -> None:
+    """The decode step is the fast path for every Phi-3 the server loads, not a silent fallback."""
+    phi3 = AutoModelForCausalLM.from_pretrained(tiny_phi3).eval()
+    assert Phi3Decode.serves(phi3)
+    with torch.inference_mode():
+        batch = BatchedCache(phi3)
+        prefill = ChunkedPrefill(phi3, [[5, 6, 7]], pad_id=0, chunk_tokens=512)
+        assert prefill.step() is not None
+        batch.admit(prefill)
+        with mock.patch.object(type(phi3), "forward", side_effect=AssertionError("forward")):
+            step = batch.decode([8], [3])
+    torch.testing.assert_close(step[0], _alone(phi3, [5, 6, 7, 8]), rtol=1e-4, atol=1e-4)
