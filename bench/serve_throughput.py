@@ -3,16 +3,17 @@
 Both serve the same random Phi-3 on CPU, each with one torch thread pinned to a core of its own
 (when there are two), and both are up at once. For every scenario (1, 4, 16 and 64 concurrent
 clients with short answers, and 16 clients with long answers) the rounds alternate between the
-servers, so the noise of a shared machine falls on both alike. Each client streams one chat
-completion of a fixed length (our ``ignore_eos``; the peer gets an end token outside the
-vocabulary through its ``generation_config`` field), sampled at temperature 0.7.
+servers, so the noise of a shared machine falls on both alike, and a round's clients run on the
+core of the server that sits idle in it. Each client streams one chat completion of a fixed
+length (our ``ignore_eos``; the peer gets an end token outside the vocabulary through its
+``generation_config`` field), sampled at temperature 0.7.
 
 Printed per scenario: generated tokens/s of each and their ratio (targets: >= 1.3x at 16 and 64
 clients, >= 1.0x elsewhere), time to first token p50/p99, and decode FLOP/s as a fraction of the
 fp32 matrix-multiply peak measured on the same core in the same run (the ceiling). Exit code 1
 when a target is missed (not in ``--quick`` mode, which is a smoke run on a busy machine).
 
-    python bench/serve_throughput.py            # the measurement (a quiet machine, ~15 min)
+    python bench/serve_throughput.py            # the measurement (quiet machine, ~6 min)
     python bench/serve_throughput.py --quick    # smoke run: small scenarios, one round
     python bench/serve_throughput.py --peer-python .venv/bin/python   # skip the peer's venv
 
@@ -52,6 +53,9 @@ LOCK = REPO_ROOT / "requirements" / "constraints.txt"
 PEER_VENV = REPO_ROOT / ".cache" / "bench-peer"
 TARGETS = {1: 1.0, 4: 1.0, 16: 1.3, 64: 1.3}
 READY_TIMEOUT_S = 300
+# Time-to-first-token samples per scenario and server, at least: the p99 of 4 samples (4 rounds
+# of 1 client) is their maximum, one stray scheduling delay.
+MIN_TTFT_SAMPLES = 64
 REQUEST_TIMEOUT_S = 170  # under Azure's 180 s, as the server's own limit
 
 # bench/mfu.py's matmul peak, in a process of its own so that it can be pinned to a server's core:
@@ -281,12 +285,22 @@ def _scenarios(quick: bool, clients: list[int], long_tokens: int) -> list[Scenar
     ]
 
 
+def _rounds(scenario: Scenario, rounds: int, quick: bool) -> int:
+    """``rounds``, or more for few clients: enough for ``MIN_TTFT_SAMPLES`` first tokens."""
+    return rounds if quick else max(rounds, -(-MIN_TTFT_SAMPLES // scenario.clients))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: small, one round")
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help=f"rounds per scenario and server (more for few clients: {MIN_TTFT_SAMPLES} TTFTs)",
+    )
     parser.add_argument(
         "--clients",
         type=lambda text: [int(n) for n in text.split(",")],
@@ -400,10 +414,15 @@ def main(argv: list[str] | None = None) -> int:
         }
         measured = {(sc.name, s.name): Measurements() for sc in scenarios for s in servers}
         for scenario in scenarios:
-            for index in range(rounds):
+            for index in range(_rounds(scenario, rounds, args.quick)):
                 order = servers if index % 2 == 0 else servers[::-1]
-                for server in order:
+                for server, idle in zip(order, order[::-1], strict=True):
+                    # The clients run on the core of the server that sits idle in this round,
+                    # so that neither server shares its core with them.
+                    if idle.core is not None:
+                        os.sched_setaffinity(0, {idle.core})
                     asyncio.run(_round(server, scenario, measured[scenario.name, server.name]))
+            os.sched_setaffinity(0, cores)
         for server in servers:  # the peak again, after the load: keep the higher
             peaks[server.name] = max(
                 peaks[server.name], _matmul_peak(server.core, 0.3, args.device)
@@ -413,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": f"random Phi-3: hidden {args.hidden_size}, {args.layers} layers, "
         f"intermediate {config['intermediate_size']}, vocab {config['vocab_size']}",
         "device": args.device,
-        "rounds": rounds,
+        "rounds": {scenario.name: _rounds(scenario, rounds, args.quick) for scenario in scenarios},
         "cores": {"ours": ours_core, "transformers": peer_core},
         "matmul_peak_gflops": {name: round(peak / 1e9, 2) for name, peak in peaks.items()},
         "scenarios": [],
