@@ -144,10 +144,12 @@ class BatchedCache:
         self._cache: DynamicCache | None = None
         self._visible: torch.Tensor | None = None
         self._phi3 = Phi3Decode(model) if Phi3Decode.serves(model) else None
-        # Phi-3-mini-4k attends to its last 2047 positions only (its config.json's
-        # sliding_window; masking_utils.sliding_window_overlay: kv_idx > q_idx - window).
-        # transformers applies it while building a mask, which a mask passed as 4D skips.
-        self._window: int | None = getattr(model.config, "sliding_window", None)
+        # Phi-3-mini-4k attends to its last 2047 positions only (config.json's sliding_window,
+        # which Phi3Model applies whenever it is set; masking_utils.sliding_window_overlay:
+        # kv_idx > q_idx - window). transformers applies it while building a mask, which a
+        # mask passed as 4D skips. Other architectures set their windows by rules of their own
+        # (Qwen2's use_sliding_window, Gemma's layer_types): their decode attends to the cache.
+        self._window: int | None = model.config.sliding_window if self._phi3 else None
 
     def decode(self, last_tokens: list[int], positions: list[int]) -> torch.Tensor:
         """One forward pass over every row: the logits of each row's next token."""
