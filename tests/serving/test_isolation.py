@@ -3,6 +3,7 @@ and a worker that dies anyway is reported by the probes at once."""
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 import time
@@ -213,3 +214,24 @@ def test_probes_report_a_dead_generation_worker_at_once(tiny_phi3: Path) -> None
         response = client.post("/v1/chat/completions", json=body)
         assert response.status_code == 503 and time.monotonic() - started < 5
         assert response.json()["error"]["code"] == "worker_stopped"
+
+
+def test_once_ready_the_loaded_heap_is_out_of_the_collectors_reach(tiny_phi3: Path) -> None:
+    """A full collection over the loaded model and tokenizer stalls the event loop and the
+    engine alike (240 ms measured); frozen after warm-up, serving's collections skip it."""
+    gc.unfreeze()  # what an earlier in-process server froze
+    app = create_app(Settings(), ModelSource(tiny_phi3), on_fatal=lambda: None)
+    try:
+        with TestClient(app) as client:
+            deadline = time.monotonic() + 60
+            while client.get("/ready").status_code != 200:
+                assert time.monotonic() < deadline, "never ready"
+                time.sleep(0.05)
+            state: ServerState = app.state.phi3
+            assert state.runtime is not None
+            tokenizer = state.runtime.tokenizer
+            assert gc.get_freeze_count() > 0
+            assert gc.is_tracked(tokenizer)
+            assert not any(tracked is tokenizer for tracked in gc.get_objects())
+    finally:
+        gc.unfreeze()
