@@ -3,6 +3,7 @@ and a worker that dies anyway is reported by the probes at once."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import threading
@@ -21,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from phi3_server.app import create_app
 from phi3_server.engine import BatchingEngine
 from phi3_server.loading import ModelSource
-from phi3_server.runtime import ServerState
+from phi3_server.runtime import ModelRuntime, ServerState
 from phi3_server.sampling import SamplingParams
 from phi3_server.sequence import Failed, Finished, GenerationEvent, GenerationRequest, TextDelta
 from phi3_server.settings import Settings
@@ -187,9 +188,10 @@ def test_random_parameters_never_hurt_innocent_requests_nor_the_worker(
     assert engine.alive
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_probes_report_a_dead_generation_worker_at_once(tiny_phi3: Path) -> None:
-    app = create_app(Settings(), ModelSource(tiny_phi3), on_fatal=lambda: None)
+@contextlib.contextmanager
+def _in_process_server(model_dir: Path) -> Iterator[tuple[TestClient, ModelRuntime]]:
+    """The app on ``model_dir`` in this process, once ready, and its loaded runtime."""
+    app = create_app(Settings(), ModelSource(model_dir), on_fatal=lambda: None)
     with TestClient(app) as client:
         deadline = time.monotonic() + 60
         while client.get("/ready").status_code != 200:
@@ -197,7 +199,13 @@ def test_probes_report_a_dead_generation_worker_at_once(tiny_phi3: Path) -> None
             time.sleep(0.05)
         state: ServerState = app.state.phi3
         assert state.runtime is not None
-        engine = state.runtime.engine
+        yield client, state.runtime
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_probes_report_a_dead_generation_worker_at_once(tiny_phi3: Path) -> None:
+    with _in_process_server(tiny_phi3) as (client, runtime):
+        engine = runtime.engine
 
         def fault() -> None:  # a fault no step foresees, escaping the worker loop
             raise RuntimeError("injected fault")
@@ -220,16 +228,9 @@ def test_once_ready_the_loaded_heap_is_out_of_the_collectors_reach(tiny_phi3: Pa
     """A full collection over the loaded model and tokenizer stalls the event loop and the
     engine alike (240 ms measured); frozen after warm-up, serving's collections skip it."""
     gc.unfreeze()  # what an earlier in-process server froze
-    app = create_app(Settings(), ModelSource(tiny_phi3), on_fatal=lambda: None)
     try:
-        with TestClient(app) as client:
-            deadline = time.monotonic() + 60
-            while client.get("/ready").status_code != 200:
-                assert time.monotonic() < deadline, "never ready"
-                time.sleep(0.05)
-            state: ServerState = app.state.phi3
-            assert state.runtime is not None
-            tokenizer = state.runtime.tokenizer
+        with _in_process_server(tiny_phi3) as (_, runtime):
+            tokenizer = runtime.tokenizer
             assert gc.get_freeze_count() > 0
             assert gc.is_tracked(tokenizer)
             assert not any(tracked is tokenizer for tracked in gc.get_objects())

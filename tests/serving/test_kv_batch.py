@@ -33,23 +33,29 @@ def test_installed_transformers_is_the_version_the_adapter_was_checked_against()
     assert pins["transformers"] == TESTED_TRANSFORMERS == transformers.__version__
 
 
+# Two query heads per key head (Phi-3-medium's layout), in both small models.
+_SMALL = {
+    "vocab_size": 128,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+    "pad_token_id": 0,
+}
+
+
 def _phi3_grouped_partial_rotary_windowed() -> Any:
-    """A Phi-3 with what the tiny model lacks: two query heads per key head (Phi-3-medium's
-    layout), rotary embedding on half of each head (Phi-4-mini's partial_rotary_factor) and a
-    sliding window (Phi-3-mini-4k's sliding_window: 2047) shorter than the test's prompts."""
+    """A Phi-3 with what the tiny model lacks: grouped key heads, rotary embedding on half of
+    each head (Phi-4-mini's partial_rotary_factor) and a sliding window (Phi-3-mini-4k's
+    sliding_window: 2047) shorter than the test's prompts."""
     torch.manual_seed(0)
     config = Phi3Config(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **_SMALL,
         partial_rotary_factor=0.5,
         sliding_window=6,
-        max_position_embeddings=256,
         original_max_position_embeddings=256,
-        pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
     )
@@ -59,17 +65,7 @@ def _phi3_grouped_partial_rotary_windowed() -> Any:
 def _llama() -> Any:
     """Not a Phi-3: decoded by the model's own forward."""
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=0,
-    )
-    return LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(LlamaConfig(**_SMALL)).eval()
 
 
 @pytest.fixture(
