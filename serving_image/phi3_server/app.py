@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from phi3_server.engine import BatchingEngine
 from phi3_server.errors import install_error_handlers
-from phi3_server.loading import ModelSource, end_token_ids, load
+from phi3_server.loading import ModelSource, end_token_ids, load, served_context
 from phi3_server.middleware import BodySizeLimit, MetricsMiddleware
 from phi3_server.routes import azureml, openai, probes
 from phi3_server.runtime import ModelRuntime, ServerState
@@ -45,7 +45,15 @@ def create_app(settings: Settings, source: ModelSource, on_fatal: Callable[[], N
             )
             engine.start()
             state.metrics.watch_engine(lambda: engine.waiting_count, lambda: engine.running_count)
-            loaded = ModelRuntime(engine, tokenizer, model.config.max_position_embeddings)
+            context = served_context(model.config)
+            if context < model.config.max_position_embeddings:
+                logger.warning(
+                    "serving up to %d tokens of the model's %d: longrope switches its rotary "
+                    "factors past that, which a shared batch cache cannot follow",
+                    context,
+                    model.config.max_position_embeddings,
+                )
+            loaded = ModelRuntime(engine, tokenizer, context)
             loaded.warm_up(settings.request_timeout)
             # A full collection over the loaded heap (390,000 objects with the tiny model) took
             # 240 ms, in which neither the event loop nor the engine runs; frozen, the collector

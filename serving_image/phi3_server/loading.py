@@ -179,3 +179,18 @@ def end_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     if END_OF_TURN in tokenizer.get_vocab():
         ids.add(tokenizer.convert_tokens_to_ids(END_OF_TURN))
     return frozenset(i for i in ids if i is not None)
+
+
+def served_context(config: Any) -> int:
+    """Tokens a prompt and its answer may take together: the model's context, except for a
+    longrope model (Phi-3-mini-128k, Phi-3.5-mini, Phi-4-mini), served only up to its original
+    context (4096). Past it, longrope swaps the rotary factors of every position at once, decided
+    by the batch's largest position (transformers modeling_rope_utils.py,
+    longrope_frequency_update), and transformers' own generation then recomputes the whole cache
+    (Phi3ForCausalLM.prepare_inputs_for_generation); a cache shared by a batch of sequences of
+    different lengths can do neither, so its answers would drift from the model's."""
+    rope = getattr(config, "rope_parameters", None) or {}
+    original = rope.get("original_max_position_embeddings")
+    if rope.get("rope_type") == "longrope" and original:
+        return min(int(original), int(config.max_position_embeddings))
+    return int(config.max_position_embeddings)

@@ -17,7 +17,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from phi3_server.__main__ import main
-from phi3_server.loading import ModelLocationError, ModelSource, locate_model
+from phi3_server.loading import ModelLocationError, ModelSource, locate_model, served_context
 from tests.serving.server_process import REPO_ROOT, SERVER_MODULE, free_port, serve
 
 QUESTION: list[ChatCompletionMessageParam] = [
@@ -148,3 +148,25 @@ def test_unloadable_weights_stop_the_process(tiny_phi3: Path, tmp_path: Path) ->
     )
     assert result.returncode == 1, result.stderr
     assert f"cannot serve {broken}" in result.stderr
+
+
+def test_a_longrope_model_is_served_up_to_its_original_context() -> None:
+    """Past it longrope switches every position's rotary factors, by the batch's largest
+    position, which a shared batch cache cannot follow."""
+    from transformers import Phi3Config
+
+    head_dim = 3072 // 32
+    longrope = Phi3Config(
+        hidden_size=3072,
+        num_attention_heads=32,
+        max_position_embeddings=131072,
+        original_max_position_embeddings=4096,
+        rope_scaling={
+            "rope_type": "longrope",
+            "short_factor": [1.0] * (head_dim // 2),
+            "long_factor": [4.0] * (head_dim // 2),
+        },
+    )
+    assert served_context(longrope) == 4096
+    assert served_context(Phi3Config(max_position_embeddings=4096)) == 4096
+    assert served_context(Phi3Config(max_position_embeddings=8192)) == 8192
