@@ -33,7 +33,7 @@ def test_installed_transformers_is_the_version_the_adapter_was_checked_against()
     assert pins["transformers"] == TESTED_TRANSFORMERS == transformers.__version__
 
 
-# Two query heads per key head (Phi-3-medium's layout), in both small models.
+# Grouped key heads in both small models: two query heads per key head (Phi-3-medium has four).
 _SMALL = {
     "vocab_size": 128,
     "hidden_size": 64,
@@ -86,6 +86,14 @@ def _alone(model: Any, tokens: list[int]) -> torch.Tensor:
         return logits
 
 
+@pytest.fixture(params=["matmul", "sdpa"])
+def decode_attention(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Phi-3's single-query attention as on CPU (matmuls) and as on CUDA (SDPA), both here."""
+    monkeypatch.setattr(Phi3Decode, "ATTENTION_BY_DEVICE", {"cpu": request.param})
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("decode_attention")
 def test_chunked_prefill_join_decode_and_drop_match_each_sequence_alone(model: Any) -> None:
     first, second, third = list(range(3, 40)), [9, 8, 7], list(range(100, 111))
     with torch.inference_mode():
@@ -123,6 +131,9 @@ def test_a_phi3_decodes_without_the_models_forward(tiny_phi3: Path) -> None:
         prefill = ChunkedPrefill(phi3, [[5, 6, 7]], pad_id=0, chunk_tokens=512)
         assert prefill.step() is not None
         batch.admit(prefill)
-        with mock.patch.object(type(phi3), "forward", side_effect=AssertionError("forward")):
+        with (
+            mock.patch.object(type(phi3), "forward", side_effect=AssertionError("forward")),
+            mock.patch.object(type(phi3.model), "forward", side_effect=AssertionError("model")),
+        ):
             step = batch.decode([8], [3])
     torch.testing.assert_close(step[0], _alone(phi3, [5, 6, 7, 8]), rtol=1e-4, atol=1e-4)
