@@ -177,12 +177,14 @@ def choose_tokens(
 
 
 def _exponential(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Exp(1) noise shaped like ``like``, as -log(U) for U uniform in [0, 1): on CPU torch's
+    """Exp(1) noise shaped like ``like``, as -log(U) for U uniform in (0, 1): on CPU torch's
     ``exponential_`` draws at 17 ns a value, ``uniform_`` at 2 (16 x 32064 values, one core:
-    8.6 vs 1.1 ms), which made the draw most of a step's sampling at Phi-3's vocabulary. U = 0
-    gives inf, and that token cannot win that draw (2**-24 per value); never NaN, since the
-    noise is never 0."""
-    return torch.empty_like(like).uniform_(generator=generator).log_().neg_()
+    8.6 vs 1.1 ms), which made the draw most of a step's sampling at Phi-3's vocabulary.
+    ``uniform_`` can return 0, raised to the smallest normal float: infinite noise would zero
+    the only token of a row that top_p or a low temperature left with one, and argmax would
+    then pick token 0; finite noise above 0 also keeps p / noise from ever being NaN."""
+    uniform = torch.empty_like(like).uniform_(generator=generator)
+    return uniform.clamp_(min=torch.finfo(like.dtype).tiny).log_().neg_()
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:

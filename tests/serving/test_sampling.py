@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import torch
 
 from phi3_server.sampling import Sampler, SamplingParams, choose_tokens
@@ -39,3 +41,15 @@ def test_top_p_draws_only_from_the_nucleus_renormalized() -> None:
     expected[:2] = probs[:2] / probs[:2].sum()
     assert observed[2:].sum() == 0
     torch.testing.assert_close(observed, expected, rtol=0, atol=0.01)
+
+
+def test_a_row_left_with_one_token_gets_it_even_when_the_uniform_draw_is_zero() -> None:
+    """uniform_ can return 0; as infinite noise it would zero the only token top_p left, and
+    argmax over all zeros picks token 0."""
+    sampler = Sampler(
+        SamplingParams(max_new_tokens=1, temperature=1.0, top_p=0.01), VOCAB, torch.device("cpu")
+    )
+    logits = torch.tensor([[0.0, 1.0, 2.0, 5.0, 1.0, 0.0]])
+    generator = torch.Generator()
+    with mock.patch.object(torch.Tensor, "uniform_", lambda self, generator=None: self.zero_()):
+        assert choose_tokens([sampler], logits, generator) == [3]
