@@ -190,16 +190,20 @@ def test_random_parameters_never_hurt_innocent_requests_nor_the_worker(
 
 @contextlib.contextmanager
 def _in_process_server(model_dir: Path) -> Iterator[tuple[TestClient, ModelRuntime]]:
-    """The app on ``model_dir`` in this process, once ready, and its loaded runtime."""
+    """The app on ``model_dir`` in this process, once ready, and its loaded runtime. The heap it
+    froze once ready (app.py) is unfrozen after, so the rest of the session can collect it."""
     app = create_app(Settings(), ModelSource(model_dir), on_fatal=lambda: None)
-    with TestClient(app) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/ready").status_code != 200:
-            assert time.monotonic() < deadline, "never ready"
-            time.sleep(0.05)
-        state: ServerState = app.state.phi3
-        assert state.runtime is not None
-        yield client, state.runtime
+    try:
+        with TestClient(app) as client:
+            deadline = time.monotonic() + 60
+            while client.get("/ready").status_code != 200:
+                assert time.monotonic() < deadline, "never ready"
+                time.sleep(0.05)
+            state: ServerState = app.state.phi3
+            assert state.runtime is not None
+            yield client, state.runtime
+    finally:
+        gc.unfreeze()
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -227,12 +231,8 @@ def test_probes_report_a_dead_generation_worker_at_once(tiny_phi3: Path) -> None
 def test_once_ready_the_loaded_heap_is_out_of_the_collectors_reach(tiny_phi3: Path) -> None:
     """A full collection over the loaded model and tokenizer stalls the event loop and the
     engine alike (240 ms measured); frozen after warm-up, serving's collections skip it."""
-    gc.unfreeze()  # what an earlier in-process server froze
-    try:
-        with _in_process_server(tiny_phi3) as (_, runtime):
-            tokenizer = runtime.tokenizer
-            assert gc.get_freeze_count() > 0
-            assert gc.is_tracked(tokenizer)
-            assert not any(tracked is tokenizer for tracked in gc.get_objects())
-    finally:
-        gc.unfreeze()
+    with _in_process_server(tiny_phi3) as (_, runtime):
+        tokenizer = runtime.tokenizer
+        assert gc.get_freeze_count() > 0
+        assert gc.is_tracked(tokenizer)
+        assert not any(tracked is tokenizer for tracked in gc.get_objects())
