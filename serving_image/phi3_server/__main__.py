@@ -20,13 +20,16 @@ GRACEFUL_SHUTDOWN_S = 5
 # (parsing requests, streaming chunks), taking it back waits up to the switch interval, 5 ms by
 # default, per op. A shorter interval keeps a decode step from stretching behind the loop.
 GIL_SWITCH_INTERVAL_S = 0.0005
-# uvicorn's compiled event loop and HTTP parser (its "standard" extras), named so that a missing
-# one fails the start instead of falling back to asyncio's loop and h11. The worker thread wakes
-# the loop once per decode step (runtime._EventRelay): under asyncio's loop that wake-up and
-# the streamed chunks it releases cost a fifth of a step at 16 streams, on the core the model
-# runs on (bench/serve_throughput.py; figures in serving_image/README.md).
+# uvloop, uvicorn's compiled event loop, named so that a missing one fails the start instead of
+# falling back to asyncio's. The worker thread wakes the loop once per decode step
+# (runtime._EventRelay): under asyncio's loop that hand-off cost 0.07 ms per token event, 1 ms
+# of a 10 ms step at 16 streams, on the core the model runs on; under uvloop 0.01 ms
+# (figures in serving_image/README.md). HTTP stays h11: httptools, the other "standard" extra,
+# measured no difference at 16 streams, and uvicorn's httptools protocol has no bound on request
+# headers, where h11 refuses a request head over 16 KiB (h11's DEFAULT_MAX_INCOMPLETE_EVENT_SIZE,
+# which uvicorn keeps while h11_max_incomplete_event_size is unset).
 EVENT_LOOP = "uvloop"
-HTTP_PROTOCOL = "httptools"
+HTTP_PROTOCOL = "h11"
 
 
 def main(argv: list[str] | None = None) -> int:

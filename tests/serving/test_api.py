@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
@@ -224,6 +225,16 @@ def test_client_mistakes_get_4xx_in_openai_error_format(
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert message_part in error["message"]
+
+
+def test_a_request_head_that_never_ends_is_cut_off_at_16_kib(server: RunningServer) -> None:
+    """h11 refuses a request head still incomplete past 16 KiB (uvicorn's httptools protocol
+    would keep buffering it): a client cannot grow the server's memory with endless headers."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 65_536)
+        assert client.recv(4096).startswith(b"HTTP/1.1 400")
+    assert httpx.get(f"{server.url}/health").status_code == 200
 
 
 def _metric(server: RunningServer, name: str) -> float:
