@@ -417,8 +417,9 @@ def main(argv: list[str] | None = None) -> int:
             s.name: _matmul_peak(s.core, 0.3 if args.quick else 1.0, args.device) for s in servers
         }
         measured = {(sc.name, s.name): Measurements() for sc in scenarios for s in servers}
+        rounds_of = {sc.name: _rounds(sc, rounds, args.quick, args.long_tokens) for sc in scenarios}
         for scenario in scenarios:
-            for index in range(_rounds(scenario, rounds, args.quick, args.long_tokens)):
+            for index in range(rounds_of[scenario.name]):
                 order = servers if index % 2 == 0 else servers[::-1]
                 for server, idle in zip(order, order[::-1], strict=True):
                     # The clients run on the core of the server that sits idle in this round,
@@ -436,10 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": f"random Phi-3: hidden {args.hidden_size}, {args.layers} layers, "
         f"intermediate {config['intermediate_size']}, vocab {config['vocab_size']}",
         "device": args.device,
-        "rounds": {
-            scenario.name: _rounds(scenario, rounds, args.quick, args.long_tokens)
-            for scenario in scenarios
-        },
+        "rounds": rounds_of,
         "cores": {"ours": ours_core, "transformers": peer_core},
         "matmul_peak_gflops": {name: round(peak / 1e9, 2) for name, peak in peaks.items()},
         "scenarios": [],

@@ -64,8 +64,9 @@ class Phi3Decode:
         heads, kv_heads, head_dim = self._heads, self._kv_heads, self._head_dim
         hidden = self._model.embed_tokens(tokens[:, None])
         cos, sin = self._model.rotary_emb(hidden, positions[:, None])
-        seen = visible[:, None, None, :]  # broadcast over key heads and their query heads
-        unseen = ~seen
+        # Broadcast over key heads and their query heads; the matmul path fills the keys not seen.
+        seen = visible[:, None, None, :]
+        mask = ~seen if self._attention == "matmul" else seen
         for layer, cache in zip(self._model.layers, layers, strict=True):
             attention = layer.self_attn
             qkv = attention.qkv_proj(layer.input_layernorm(hidden))
@@ -83,7 +84,7 @@ class Phi3Decode:
                     query.reshape(rows, kv_heads, heads // kv_heads, head_dim),
                     keys.transpose(-1, -2),
                 )
-                scores = (scores * attention.scaling).masked_fill(unseen, float("-inf"))
+                scores = (scores * attention.scaling).masked_fill(mask, float("-inf"))
                 weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
                 attended = torch.matmul(weights, values)
             else:
@@ -91,7 +92,7 @@ class Phi3Decode:
                     query,
                     keys,
                     values,
-                    attn_mask=seen,
+                    attn_mask=mask,
                     scale=attention.scaling,
                     enable_gqa=kv_heads != heads,
                 )

@@ -165,10 +165,10 @@ def choose_tokens(
         # argmax(p / q) with q ~ Exp(1) draws from p, as vLLM's sampler does (vllm/v1/sample/
         # ops/topk_topp_sampler.py random_sample); a seeded row's noise comes from its
         # own generator, so a seeded answer does not depend on its batch.
-        noise = _exponential(probs, unseeded)
+        noise = _exponential_(torch.empty_like(probs), unseeded)
         for index, row in enumerate(sampled):
             if (generator := samplers[row].generator) is not None:
-                noise[index] = _exponential(probs[index], generator)
+                _exponential_(noise[index], generator)
         tokens[rows] = (probs / noise).argmax(dim=-1)
         usable[rows] &= torch.isfinite(probs).all(dim=-1) & (probs.sum(dim=-1) > 0)
     return [
@@ -176,15 +176,15 @@ def choose_tokens(
     ]
 
 
-def _exponential(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Exp(1) noise shaped like ``like``, as -log(U) for U uniform in (0, 1): on CPU torch's
-    ``exponential_`` draws at 17 ns a value, ``uniform_`` at 2 (16 x 32064 values, one core:
-    8.6 vs 1.1 ms), which made the draw most of a step's sampling at Phi-3's vocabulary.
+def _exponential_(out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Fill ``out`` in place with Exp(1) noise, as -log(U) for U uniform in (0, 1): on CPU
+    torch's ``exponential_`` draws at 17 ns a value, ``uniform_`` at 2 (16 x 32064 values, one
+    core: 8.6 vs 1.1 ms), which made the draw most of a step's sampling at Phi-3's vocabulary.
     ``uniform_`` can return 0, raised to the smallest normal float: infinite noise would zero
     the only token of a row that top_p or a low temperature left with one, and argmax would
     then pick token 0; finite noise above 0 also keeps p / noise from ever being NaN."""
-    uniform = torch.empty_like(like).uniform_(generator=generator)
-    return uniform.clamp_(min=torch.finfo(like.dtype).tiny).log_().neg_()
+    out.uniform_(generator=generator)
+    return out.clamp_(min=torch.finfo(out.dtype).tiny).log_().neg_()
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
