@@ -3,8 +3,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 LOCK := requirements/constraints.txt
-REQS := $(LOCK) requirements/dev.txt infra/requirements.txt \
-        training_image/requirements.txt serving_image/requirements.txt
+# The packages' own files too: dev.txt installs each package (editable) with its requirements.
+REQS := $(LOCK) requirements/dev.txt infra/requirements.txt infra/pyproject.toml \
+        infra/policy/requirements.txt infra/policy/pyproject.toml \
+        training_image/requirements.txt training_image/pyproject.toml \
+        training_image/rules/pyproject.toml training_image/setup.cfg serving_image/requirements.txt \
+        serving_image/pyproject.toml serving_image/setup.cfg rehearsal/pyproject.toml
 STAMP := $(VENV)/.installed
 # Prompt flow pins starlette/pandas below the server's stack: it gets a venv of its own.
 PF_VENV ?= .venv-promptflow
@@ -19,6 +23,7 @@ setup: $(STAMP) $(PF_STAMP)
 $(STAMP): $(REQS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -c $(LOCK) torch==2.13.0
+	mkdir -p build/egg-info  # the images' egg_base (training_image/setup.cfg)
 	$(PIP) install -q -c $(LOCK) -r requirements/dev.txt
 	touch $@
 
@@ -51,7 +56,7 @@ plan: setup
 	$(PY) scripts/plan.py
 
 bench: setup
-	$(PY) bench/preflight_concurrency.py
+	$(PY) -m tests.bench.preflight_concurrency
 	$(PY) bench/train_throughput.py
 	$(PY) bench/serve_throughput.py
 

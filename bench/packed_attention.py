@@ -20,9 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "training_image"))
-
 IMPLEMENTATIONS = ("sdpa", "packed_varlen")
 ROWS = (256, 2048)
 

@@ -42,11 +42,10 @@ from typing import Any
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from phi3_rehearsal.ports import free_port
+from phi3_rehearsal.tiny_phi3 import build
 
-from scripts.make_tiny_phi3 import build  # noqa: E402
-from tests.serving.server_process import free_port  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 PEER_REQUIREMENTS = REPO_ROOT / "bench" / "requirements-peer.txt"
 LOCK = REPO_ROOT / "requirements" / "constraints.txt"
@@ -60,10 +59,9 @@ MIN_TTFT_SAMPLES = 256
 REQUEST_TIMEOUT_S = 170  # under Azure's 180 s, as the server's own limit
 
 # bench/mfu.py's matmul peak, in a process of its own so that it can be pinned to a server's core:
-# fp32 on one CPU thread, bf16 on the GPU.
+# fp32 on one CPU thread, bf16 on the GPU. It runs in bench/, which `python -c` puts on sys.path.
 _MATMUL_PEAK = """
 import sys, torch
-sys.path.insert(0, sys.argv[3])
 from mfu import matmul_peak
 torch.set_num_threads(1)
 cuda = sys.argv[2] == "cuda"
@@ -201,7 +199,8 @@ def _peer_python(explicit: str | None) -> str:
 def _matmul_peak(core: int | None, seconds: float, device: str) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-c", _MATMUL_PEAK, str(seconds), device, str(REPO_ROOT / "bench")],
+        [sys.executable, "-c", _MATMUL_PEAK, str(seconds), device],
+        cwd=REPO_ROOT / "bench",
         env=env,
         capture_output=True,
         text=True,
@@ -376,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--device",
                     args.device,
                 ],
-                {**env, "PYTHONPATH": str(REPO_ROOT / "serving_image")},
+                env,
                 Path(scratch) / "ours.log",
                 f"{servers[0].url}/ready",
                 ours_core,

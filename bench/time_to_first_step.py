@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -49,9 +50,9 @@ def chats(count: int, seed: int) -> list[dict[str, Any]]:
     return records
 
 
-def measure_once(trainer_folder: Path, model: Path, data: Path, out: Path) -> dict[str, float]:
-    """In this process: train one step, timing what comes before it."""
-    sys.path.insert(0, str(trainer_folder))
+def measure_once(model: Path, data: Path, out: Path) -> dict[str, float]:
+    """In this process (its phi3_trainer is the --trainer folder's: PYTHONPATH): train one step,
+    timing what comes before it."""
     from transformers import PreTrainedTokenizerBase, Trainer
 
     from phi3_trainer import train as trainer_module
@@ -97,10 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--_child", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._child:
-        print(json.dumps(measure_once(args.trainer.resolve(), *args._child)))
+        print(json.dumps(measure_once(*args._child)))
         return 0
-    sys.path.insert(0, str(REPO))
-    from scripts.make_tiny_phi3 import build
+    from phi3_rehearsal.tiny_phi3 import build
 
     with tempfile.TemporaryDirectory() as work:
         model = build(Path(work) / "model", hidden_size=64, layers=2, heads=4, vocab_size=512,
@@ -108,10 +108,14 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(work) / "train.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in chats(args.chats, args.seed)))
         runs = []
+        # The --trainer folder's packages come before the installed ones (PYTHONPATH precedes
+        # site-packages): phi3_trainer and the rules package beside it.
+        trainer = args.trainer.resolve()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(trainer), str(trainer / "rules")])}
         for repeat in range(args.repeats):
             child = [sys.executable, __file__, "--trainer", str(args.trainer), "--_child",
                      str(model), str(data), str(Path(work) / f"out{repeat}")]  # fmt: skip
-            done = subprocess.run(child, capture_output=True, text=True, check=False)
+            done = subprocess.run(child, capture_output=True, text=True, check=False, env=env)
             if done.returncode:
                 sys.stderr.write(done.stderr[-3000:])
                 return done.returncode

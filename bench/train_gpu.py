@@ -39,10 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench.mfu import FORMULAS, ModelShape, matmul_peak, model_flops  # noqa: E402
+from mfu import FORMULAS, ModelShape, matmul_peak, model_flops
 
 ROW = 2048
 LORA_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]

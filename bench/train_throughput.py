@@ -40,10 +40,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "training_image")]
+from mfu import FORMULAS, ModelShape, matmul_peak, model_flops
 
-from bench.mfu import FORMULAS, ModelShape, matmul_peak, model_flops  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 TEXT = (
     "the model answers questions about azure compute clusters training jobs data sets and "
@@ -118,7 +117,6 @@ def commands(model: Path, data: Path, out: Path, args: argparse.Namespace) -> di
 def run(command: list[str], cores: set[int], threads: int) -> dict[str, Any]:
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO / "training_image"),
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
@@ -182,7 +180,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from scripts.make_tiny_phi3 import build
+    from phi3_rehearsal.tiny_phi3 import build
 
     model_dir = build(
         work / "model", hidden_size=args.hidden_size, layers=args.layers, heads=8,

@@ -31,21 +31,21 @@ def pulumi_cli_merge() -> Iterator[None]:
     merged with Pulumi.yaml's and checked by the Pulumi CLI's rules first (a CliConfigError if the
     CLI would refuse it), and the program handed the merged config (tests/fakes/pulumi_cli.py).
     Session-scoped and autouse, so it is in place before any fixture plans a stack."""
-    import scripts.plan
     from phi3_infra import offline
+    from phi3_infra.cli import plan
     from tests.fakes.pulumi_cli import load_project, through_cli
 
     replay = through_cli(offline.run_offline, load_project(REPO_ROOT / "Pulumi.yaml"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(offline, "run_offline", replay)
-        patch.setattr(scripts.plan, "run_offline", replay)
+        patch.setattr(plan, "run_offline", replay)
         yield
 
 
 @pytest.fixture(scope="session")
 def tiny_phi3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Phi-3 folder (model, tokenizer, stock chat template), built once per run."""
-    from scripts.make_tiny_phi3 import build
+    from phi3_rehearsal.tiny_phi3 import build
 
     out = tmp_path_factory.mktemp("tiny-phi3")
     return build(out, hidden_size=64, layers=2, heads=4, vocab_size=512, seed=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 
@@ -27,3 +28,10 @@ def conda_python(dockerfile: Path) -> tuple[int, int]:
     match = re.search(r"\bpython=(\d+)\.(\d+)\.\d+\b", create)
     assert match, create
     return int(match.group(1)), int(match.group(2))
+
+
+def local_packages(context: Path, folders: tuple[str, ...]) -> dict[str, str]:
+    """{distribution name: version} of the packages in `folders` of an image's build context
+    (installed from the context, so named without a pin in its requirements)."""
+    projects = (tomllib.loads((context / f / "pyproject.toml").read_text()) for f in folders)
+    return {p["project"]["name"]: p["project"]["version"] for p in projects}

@@ -11,7 +11,6 @@ account has shared keys disabled, and azure-native's `storage.Blob` needs them
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,9 +27,10 @@ from phi3_infra.config import StackConfig
 from phi3_infra.dynamic import replace_when_changed
 from phi3_infra.immutable import asset_version_options
 from phi3_infra.line_endings import read_as_sent
-from phi3_infra.paths import TRAINER_CONTEXT, project_path
+from phi3_infra.paths import project_path
 from phi3_infra.rbac import BuiltInRole, Deployer, assign_to_deployer
 from phi3_infra.redaction import without_query
+from phi3_training_rules.data_validation import validate_chat_jsonl
 
 DATA_CONTAINER = "training-data"
 STORAGE_SCOPE = "https://storage.azure.com/.default"
@@ -67,25 +67,15 @@ class DataFile:
         return f"{self.role}/{self.sha256}.jsonl"
 
 
-def _validator() -> Any:
-    """The trainer's data validator; stdlib-only, so the program's venv can import it."""
-    if str(TRAINER_CONTEXT) not in sys.path:
-        sys.path.append(str(TRAINER_CONTEXT))
-    from phi3_trainer import data_validation
-
-    return data_validation
-
-
 def validate_data(config: StackConfig) -> list[DataFile]:
     """Validate the configured JSONL files; raise one DataError listing every problem."""
     wanted = [("train", config.training_data), ("validation", config.validation_data)]
-    validator = _validator()
     files, problems = [], []
     for role, configured in wanted:
         if configured is None:
             continue
         path = project_path(configured)
-        report = validator.validate_chat_jsonl(path)
+        report = validate_chat_jsonl(path)
         problems += [str(problem) for problem in report.problems]
         if report.ok and not report.records:
             problems.append(f"{path}:0: no records")

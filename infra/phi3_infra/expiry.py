@@ -31,7 +31,7 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from phi3_infra.config import NAMESPACE, date_from_go_time
-from phi3_infra.offline import stack_file_config
+from phi3_infra.stack_files import stack_file_config
 
 EXPIRES_ON_KEY = f"{NAMESPACE}:expiresOn"
 _DATE = TypeAdapter(datetime.date)

@@ -1,7 +1,7 @@
 """Plan-time check: does the training the stack asks for fit the GPU size the preflight chose?
 
-The trainer's own estimate (training_image/phi3_trainer/memory.py, standard library only, imported
-as data.py imports the trainer's data validator) over `baseModel` (a known Phi-3 Hub id, or a
+The trainer's own estimate (phi3_training_rules.memory, the package the trainer and the program
+share, standard library only) over `baseModel` (a known Phi-3 Hub id, or a
 local folder's config.json), `trainerArgs` over the trainer's defaults (the flag table), the
 size's GPU memory (vm_sizes.py) and the job's processes: `trainingNodes` x GPUs per node, one per
 GPU under Azure ML's PyTorch distribution (training.py). Activation checkpointing left unset is
@@ -12,18 +12,13 @@ not a refusal.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 
 from phi3_infra.config import ConfigError, StackConfig, config_key
-from phi3_infra.paths import TRAINER_CONTEXT
 from phi3_infra.trainer_flags import flag_word, parsed_values, trainer_defaults
 from phi3_infra.vm_sizes import KNOWN_GPU_SIZES, gpu_memory_bytes, known_gpus_per_node
-
-if str(TRAINER_CONTEXT) not in sys.path:
-    sys.path.append(str(TRAINER_CONTEXT))
-from phi3_trainer.memory import (
+from phi3_training_rules.memory import (
     KNOWN_MODELS,
     USABLE_FRACTION,
     MemoryEstimate,

@@ -10,20 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import pickle
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
 
-PROJECT = "phi3-foundry"
+from phi3_infra.stack_files import PROJECT
+
 SUBSCRIPTION_ID = "00000000-0000-4000-8000-000000000001"
 TENANT_ID = "00000000-0000-4000-8000-000000000002"
 CLIENT_OBJECT_ID = "00000000-0000-4000-8000-000000000003"
@@ -349,27 +347,3 @@ def _run_offline(
             )
         )
     return run
-
-
-def stack_file_config(path: Path, project: str = PROJECT) -> dict[str, str]:
-    """A `Pulumi.<stack>.yaml`'s config as the engine passes it: namespaced keys, text values."""
-    document = yaml.safe_load(path.read_text()) or {}
-    config = document.get("config") or {}
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: 'config' must be a mapping of key to value")
-    flat: dict[str, str] = {}
-    for key, value in config.items():
-        full_key = key if ":" in key else f"{project}:{key}"
-        flat[full_key] = _config_text(value)
-    return flat
-
-
-def _config_text(value: Any) -> str:
-    """YAML scalars as the CLI passes them (`true`, `3`, `2027-01-31`), lists and maps as JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | dict):
-        return json.dumps(value, default=str)
-    return str(value)

@@ -1,13 +1,12 @@
-"""The tags every taggable resource of a stack carries."""
+"""The tags every taggable resource of a stack carries (the policy pack requires four of them:
+infra/policy/phi3_policy.py, REQUIRED_TAG_KEYS)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # runtime-free, so the policy pack can import the tag keys alone
+if TYPE_CHECKING:
     from phi3_infra.config import StackConfig
-
-REQUIRED_TAG_KEYS = ("project", "stack", "owner", "expiresOn")
 
 
 def stack_tags(config: StackConfig, project: str, stack: str) -> dict[str, str]:

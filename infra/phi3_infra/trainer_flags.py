@@ -6,8 +6,8 @@ program's venv has neither torch nor TRL, so `scripts/trainer_flags.py` writes t
 (name, type, list-valued, choices) to `trainer_flags.json` beside this module, and
 tests/pipeline/test_trainer_command.py fails when the file is stale. A value is valid when the
 trainer's parser accepts the words the job command gives it and the trainer's own value rules
-(training_image/phi3_trainer/flag_rules.py, standard library only, imported as data.py imports the
-trainer's data validator) accept the value: ranges, and combinations over the trainer's defaults
+(phi3_training_rules.flag_rules, the package the trainer and the program share, standard library
+only) accept the value: ranges, and combinations over the trainer's defaults
 (in the table). A bad flag fails the plan, not the job after the image build and the GPU queue.
 """
 
@@ -16,14 +16,12 @@ from __future__ import annotations
 import difflib
 import json
 import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 
-from phi3_infra.paths import TRAINER_CONTEXT
+from phi3_training_rules import flag_rules
 
 FLAGS_FILE = Path(__file__).with_name("trainer_flags.json")
 TRAINER = "`python -m phi3_trainer`"
@@ -134,16 +132,6 @@ def trainer_flags() -> Mapping[str, TrainerFlag]:
 
 
 @cache
-def flag_rules() -> ModuleType:
-    """The trainer's value rules, from the trainer's own source (the training image's context)."""
-    if str(TRAINER_CONTEXT) not in sys.path:
-        sys.path.append(str(TRAINER_CONTEXT))
-    from phi3_trainer import flag_rules as rules
-
-    return rules
-
-
-@cache
 def trainer_defaults() -> Mapping[str, object]:
     """The trainer's defaults of the flags its combination rules (flag_rules.CONFLICT_FLAGS) and
     its memory estimate (memory.FLAGS) read, from the generated table."""
@@ -187,7 +175,7 @@ def parse_trainer_args(args: Mapping[str, object]) -> dict[str, TrainerArg]:
                 why = str(error)
         if why:
             problems[name] = why
-    for problem in flag_rules().problems({**trainer_defaults(), **parsed_values(checked)}):
+    for problem in flag_rules.problems({**trainer_defaults(), **parsed_values(checked)}):
         problems.setdefault(problem.flag, problem.reason)
     if problems:
         raise TrainerArgsError(problems)

@@ -42,7 +42,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -65,6 +64,7 @@ from phi3_rehearsal.gateway import (
 )
 from phi3_rehearsal.images import ImageEnv
 from phi3_rehearsal.job import JOB_OUTPUT_URI
+from phi3_rehearsal.ports import free_port
 
 ML = "azure-native:machinelearningservices"
 MODEL_MOUNT = "azureml-models"  # /var/azureml-app/azureml-models, under the workdir here
@@ -262,12 +262,6 @@ def mount_model(model: PlannedResource, source: Path, workdir: Path) -> Path:
     return model_dir
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-_LOG_TAIL:] if log.exists() else ""
 
@@ -433,7 +427,7 @@ def deploy_planned(
     # deployment's environmentVariables and AZUREML_MODEL_DIR.
     added = {**(host_env or {}), **planned, "AZUREML_MODEL_DIR": str(model_dir)}
     check_server_settings(server, {**server.env, **added}, planned, serving)
-    port = _free_port()
+    port = free_port()
     added |= {SERVER_HOST_VARIABLE: "127.0.0.1", SERVER_PORT_VARIABLE: str(port)}
     log = workdir / "server.log"
     with log.open("wb") as output:

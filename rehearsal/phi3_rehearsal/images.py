@@ -61,19 +61,33 @@ class Image:
 
     folder: Path
     package: str
+    # Folders of the context that the Dockerfile installs with the requirements (local packages).
+    local_packages: tuple[str, ...] = ()
 
     @property
     def dockerfile(self) -> Path:
         return self.folder / "Dockerfile"
 
     @property
-    def inputs(self) -> tuple[Path, Path]:
-        """The image's requirements.txt and constraints.txt: all that its venv is built from."""
+    def requirements(self) -> tuple[Path, Path]:
         return self.folder / "requirements.txt", self.folder / "constraints.txt"
+
+    @property
+    def inputs(self) -> list[Path]:
+        """All that the image's venv is built from: requirements.txt, constraints.txt and the
+        local packages' files."""
+        local = [
+            path
+            for folder in self.local_packages
+            for path in sorted((self.folder / folder).rglob("*"))
+            if path.suffix in (".py", ".toml")
+            and "build" not in path.relative_to(self.folder).parts
+        ]
+        return [*self.requirements, *local]
 
 
 IMAGES = {
-    "trainer": Image(REPO_ROOT / "training_image", "phi3_trainer"),
+    "trainer": Image(REPO_ROOT / "training_image", "phi3_trainer", local_packages=("rules",)),
     "server": Image(REPO_ROOT / "serving_image", "phi3_server"),
 }
 
@@ -177,11 +191,16 @@ def image_env(name: str) -> ImageEnv:
 
 
 def _install(name: str, torch: str, venv: Path) -> None:
-    requirements, constraints = IMAGES[name].inputs
+    image = IMAGES[name]
+    requirements, constraints = image.requirements
+    local = [str(image.folder / folder) for folder in image.local_packages]
     try:
-        # As the Dockerfiles' RUN: torch pinned, the requirements under the constraints, and
-        # `pip check` to refuse any conflict.
-        pip(venv, ["install", "--quiet", torch, "-r", str(requirements), "-c", str(constraints)])
+        # As the Dockerfiles' RUN: torch pinned, the requirements and the local packages under
+        # the constraints, and `pip check` to refuse any conflict.
+        pip(
+            venv,
+            ["install", "--quiet", torch, "-r", str(requirements), *local, "-c", str(constraints)],
+        )
         pip(venv, ["check"])
     except RuntimeError as error:
         raise RuntimeError(
@@ -270,14 +289,25 @@ def _check_code_copy(image: Image, settings: DockerfileSettings) -> None:
             f"{image.dockerfile}: the final stage sets no WORKDIR; set the folder it copies "
             f"{image.package} into (WORKDIR /app)"
         )
-    for sources, destination in settings.copies:
-        if destination == expected and image.package in (s.rstrip("/") for s in sources):
-            return
-    raise ImageSpecError(
-        f"{image.dockerfile}: the final stage must `COPY {image.package} ./{image.package}` into "
-        f"its WORKDIR ({settings.workdir}); the rehearsal stands {image.folder} in for "
-        f"{settings.workdir} and needs the code at {expected}"
-    )
+    copied = {
+        (source.rstrip("/"), destination)
+        for sources, destination in settings.copies
+        for source in sources
+    }
+    if (image.package, expected) not in copied:
+        raise ImageSpecError(
+            f"{image.dockerfile}: the final stage must `COPY {image.package} ./{image.package}` "
+            f"into its WORKDIR ({settings.workdir}); the rehearsal stands {image.folder} in for "
+            f"{settings.workdir} and needs the code at {expected}"
+        )
+    # A local package the requirements name (the rehearsal installs it from the folder): a
+    # Dockerfile that does not copy it cannot install it (pip finds no such name on PyPI).
+    for folder in image.local_packages:
+        if (folder, settings.workdir / folder) not in copied:
+            raise ImageSpecError(
+                f"{image.dockerfile}: the final stage must `COPY {folder} ./{folder}` into its "
+                f"WORKDIR ({settings.workdir}) and install it with the requirements"
+            )
 
 
 def _environment_prefix(image: Image, settings: DockerfileSettings) -> PurePosixPath:

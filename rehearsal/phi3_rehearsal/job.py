@@ -36,7 +36,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -48,6 +47,7 @@ from urllib.parse import urlparse
 
 from phi3_infra.line_endings import read_as_sent
 from phi3_infra.offline import OfflineRun, PlannedResource
+from phi3_rehearsal.ports import free_port
 
 if TYPE_CHECKING:
     from phi3_rehearsal.images import ImageEnv
@@ -425,7 +425,7 @@ def _processes(properties: Mapping[str, Any]) -> list[_Process]:
             f"distribution {distribution.get('distributionType')}: only PyTorch is rehearsed"
         )
     per_node = int(distribution.get("processCountPerInstance") or 1)
-    port = _free_port()
+    port = free_port()
     return [
         _Process(node, local, per_node, nodes, bool(distribution), port)
         for node in range(nodes)
@@ -555,9 +555,3 @@ def _shell_safe(field: str, path: Path) -> None:
             f"{field}: its local path {path} has whitespace or shell syntax, which the textual "
             "${{...}} substitution would pass to the shell; use a workdir without them"
         )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((_LOCALHOST, 0))
-        return int(probe.getsockname()[1])

@@ -24,14 +24,14 @@ n}}, "failDestroy": [names]}); each call is appended to $FAKE_PULUMI_CALLS as a 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
-_SCRIPT = """#!{python}
-import sys
-sys.path[:0] = [{repo!r}, {infra!r}]
-from tests.ci.fake_pulumi import answer
-sys.exit(answer(sys.argv[1:]))
+# The fake runs this module with the test's interpreter; the repository root on PYTHONPATH is what
+# makes `tests.ci.fake_pulumi` importable from whatever folder the job starts `pulumi` in.
+_SCRIPT = """#!/bin/sh
+PYTHONPATH={repo} exec {python} -m tests.ci.fake_pulumi "$@"
 """
 
 
@@ -40,7 +40,7 @@ def install_fake_pulumi(bin_dir: Path, repo_root: Path) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     pulumi = bin_dir / "pulumi"
     pulumi.write_text(
-        _SCRIPT.format(python=sys.executable, repo=str(repo_root), infra=str(repo_root / "infra"))
+        _SCRIPT.format(python=shlex.quote(sys.executable), repo=shlex.quote(str(repo_root)))
     )
     pulumi.chmod(0o755)
     return pulumi
@@ -102,3 +102,7 @@ def _flag(argv: list[str], name: str) -> str | None:
 def _error(message: str) -> int:
     sys.stderr.write(f"error: {message}\n")
     return 1
+
+
+if __name__ == "__main__":
+    sys.exit(answer(sys.argv[1:]))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from phi3_infra.cli.plan import plan_stack
 from phi3_infra.offline import OfflineRun
-from scripts.plan import plan_stack
 from tests.fakes.azure_rules import FakeAzure
 from tests.fakes.pulumi_cli import load_project, load_stack, program_config
 

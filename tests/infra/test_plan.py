@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from scripts import plan
+from phi3_infra.cli import plan
 
 # eastus2 runs the whole pipeline; swedencentral is infrastructure only.
 EASTUS2_RESOURCES = 43

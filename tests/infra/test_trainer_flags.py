@@ -67,7 +67,7 @@ def _error(trainer_args: dict[str, Any]) -> str:
         ),
         ({"eval_strategy": "step"}, "[eval_strategy]: expects one of no, steps, epoch, got 'step'"),
         ({"lr_scheduler_kwargs": "{bad"}, "[lr_scheduler_kwargs]: is read as JSON"),
-        # The trainer's own value rules (phi3_trainer.flag_rules), before any GPU is queued.
+        # The trainer's own value rules (phi3_training_rules.flag_rules), before any GPU is queued.
         (
             {"per_device_train_batch_size": 0},
             "[per_device_train_batch_size]: must be at least 1, got 0",

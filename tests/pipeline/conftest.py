@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from phi3_infra import images
+from phi3_infra.cli.plan import plan_stack
 from phi3_infra.offline import OfflineRun
-from scripts.plan import plan_stack
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import FakeArm
 from tests.fakes.azure_rules import FakeAzure

@@ -67,6 +67,7 @@ def program_python() -> Path:
         layout.requirements,
         REPO_ROOT / "infra" / "requirements.txt",
         REPO_ROOT / "infra" / "pyproject.toml",
+        REPO_ROOT / "training_image" / "rules" / "pyproject.toml",
         LOCK,
     ]
     return cached_venv("program-venv", inputs, _install) / "bin" / "python"

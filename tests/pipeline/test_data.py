@@ -102,7 +102,8 @@ def test_a_failed_upload_never_shows_the_urls_query(pipeline_arm: PipelineArm) -
 
 
 def test_validation_runs_in_the_programs_own_environment(repo_root: Path) -> None:
-    """`pulumi up` has no torch: the trainer's validator must load without it."""
+    """`pulumi up` has no torch: the trainer's validator (the shared rules package) must load
+    without it."""
     probe = (
         "import sys; from phi3_infra.config import parse_stack_config; "
         "from phi3_infra.data import validate_data; "
@@ -111,12 +112,16 @@ def test_validation_runs_in_the_programs_own_environment(repo_root: Path) -> Non
         "'trainingData': 'scripts/data/capitals_chat.jsonl'}); "
         "print(validate_data(config)[0].records); print(' '.join(sys.modules))"
     )
-    env = {"PYTHONPATH": str(repo_root / "infra"), "PATH": ""}
     result = subprocess.run(
-        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", probe],
+        env={"PATH": ""},
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     records, modules = result.stdout.splitlines()
     assert records == "240"
     loaded = {name.split(".")[0] for name in modules.split()}
-    assert "phi3_trainer" in loaded
+    assert "phi3_training_rules" in loaded and "phi3_trainer" not in loaded
     assert not loaded & {"torch", "transformers", "trl", "datasets"}

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from phi3_infra import teardown
+from phi3_infra.cli import smoke_test, teardown_audit
 from phi3_infra.config import config_from_flat
 from phi3_infra.naming import StackNames, stack_names
-from phi3_infra.offline import PROJECT, stack_file_config
+from phi3_infra.stack_files import PROJECT, stack_file_config
 from phi3_infra.teardown import LogAnalyticsTargets, _LogAnalyticsDeleteProvider
-from scripts import smoke_test, teardown_audit
 from tests.fakes.arm_server import FakeArm
 from tests.fakes.arm_teardown import TeardownArm
 from tests.fakes.clock import fake_poll

@@ -14,7 +14,7 @@ import pytest
 from phi3_infra.config import ConfigError
 from phi3_infra.trainer_flags import FLAGS_FILE
 from phi3_trainer.config import make_parser, parse_args
-from scripts.trainer_flags import render
+from phi3_trainer.flag_table import render
 from tests.pipeline.conftest import Plan
 
 JOB = "azure-native:machinelearningservices:Job"

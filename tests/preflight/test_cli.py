@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.preflight import main
+from phi3_infra.cli.preflight import main
 from tests.fakes.arm_server import FakeArm
 
 A100 = "standardNCADSA100v4Family"

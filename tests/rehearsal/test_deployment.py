@@ -21,7 +21,9 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from phi3_infra import serving, training
-from phi3_infra.offline import OfflineRun, stack_file_config
+from phi3_infra.cli.plan import plan_stack
+from phi3_infra.offline import OfflineRun
+from phi3_infra.stack_files import stack_file_config
 from phi3_rehearsal.deployment import (
     DeploymentFailed,
     RunningDeployment,
@@ -29,7 +31,6 @@ from phi3_rehearsal.deployment import (
     iso_duration_s,
 )
 from phi3_rehearsal.images import ImageEnv, image_env
-from scripts.plan import plan_stack
 from tests.pipeline.serving_plan import served_deployment
 
 STACK = "eastus2"

@@ -42,7 +42,7 @@ def test_demo_rehearses_the_demo_stack_trains_serves_and_answers(tmp_path: Path)
 
 
 def test_a_stack_the_program_refuses_is_a_failed_stage_not_a_traceback() -> None:
-    from scripts import rehearse
+    from phi3_rehearsal import rehearse
 
     config = rehearse.stack_config("demo") | {"phi3-foundry:trainerArgs": '{"num_epochs": 3}'}
     with pytest.raises(

@@ -27,11 +27,14 @@ from promptflow.core import Flow
 flow = Flow.load(sys.argv[1])
 print(json.dumps(flow(question=sys.argv[2])))
 """
+# The flow's tool module loaded from its file, as Prompt flow loads a flow's tools.
 RUN_TOOL_WITH_CONNECTION = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
+import importlib.util, json, sys
 from promptflow.connections import CustomConnection
-from chat_tool import chat
+spec = importlib.util.spec_from_file_location("chat_tool", sys.argv[1] + "/chat_tool.py")
+chat_tool = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(chat_tool)
+chat = chat_tool.chat
 connection = CustomConnection(configs={"api_base": sys.argv[2]}, secrets={"api_key": "k"})
 print(json.dumps(chat(question=sys.argv[3], connection=connection, max_tokens=8)))
 """

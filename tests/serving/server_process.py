@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import httpx
 from openai import OpenAI
+
+from phi3_rehearsal.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHUTDOWN_LIMIT_S = 10.0
@@ -36,12 +37,6 @@ class RunningServer:
     def openai(self, api_key: str = "no-key-set") -> OpenAI:
         # No retries: a 429 must reach the test, not be retried away.
         return OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=60)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_until_ready(server: RunningServer, timeout: float) -> None:

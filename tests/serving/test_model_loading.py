@@ -16,9 +16,10 @@ from openai.types.chat import ChatCompletionMessageParam
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from phi3_rehearsal.ports import free_port
 from phi3_server.__main__ import main
 from phi3_server.loading import ModelLocationError, ModelSource, locate_model, served_context
-from tests.serving.server_process import REPO_ROOT, SERVER_MODULE, free_port, serve
+from tests.serving.server_process import REPO_ROOT, SERVER_MODULE, serve
 
 QUESTION: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "What is the capital of France?"}

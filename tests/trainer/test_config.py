@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from trl.trainer.sft_config import SFTConfig
 
-from phi3_trainer import flag_rules
 from phi3_trainer.config import PHI3_LORA_TARGETS, make_parser, parse_args
+from phi3_training_rules import flag_rules
 
 
 def test_defaults_suit_phi3_mini_lora(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from phi3_trainer.data_validation import (
+from phi3_training_rules.data_validation import (
     InvalidDataError,
     split_records,
     validate_chat_jsonl,
@@ -106,15 +106,17 @@ def test_split_is_seeded_disjoint_and_complete() -> None:
         split_records(records[:1], 0.5, seed=0)
 
 
-def test_importable_without_torch_transformers_or_trl(repo_root: Path) -> None:
-    # The Pulumi program's environment has none of them.
+def test_the_rules_package_imports_without_torch_transformers_or_trl(tmp_path: Path) -> None:
+    # The Pulumi program's environment has none of them; every module of the shared package.
+    modules = ", ".join(
+        f"phi3_training_rules.{name}"
+        for name in ("data_validation", "flag_rules", "memory", "attention", "sharding")
+    )
     code = (
-        "import sys, phi3_trainer.data_validation;"
+        f"import sys, {modules};"
         "heavy = {'torch', 'transformers', 'trl'} & set(sys.modules); assert not heavy, heavy"
     )
-    subprocess.run(
-        [sys.executable, "-c", code], cwd=repo_root / "training_image", check=True, timeout=60
-    )
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=60)
 
 
 def test_text_parts_become_their_text_and_other_parts_are_refused(tmp_path: Path) -> None:

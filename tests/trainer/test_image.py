@@ -9,17 +9,20 @@ import sys
 from pathlib import Path
 
 from phi3_infra.training import trainer_command
-from tests.dockerfiles import arguments, conda_python
+from phi3_rehearsal.images import IMAGES
+from tests.dockerfiles import arguments, conda_python, local_packages
 from tests.trainer.helpers import TRAINER_MODULE
 
 IMAGE = Path(__file__).resolve().parents[2] / "training_image"
 DOCKERFILE = IMAGE / "Dockerfile"
 LOCK = IMAGE.parent / "requirements" / "constraints.txt"
+# Named without a pin: the Dockerfile installs them from the build context.
+LOCAL = local_packages(IMAGE, IMAGES["trainer"].local_packages)
 
 
 def pins(path: Path) -> dict[str, str]:
     lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
-    return dict(line.lower().split("==", 1) for line in lines if line)
+    return dict(line.lower().split("==", 1) for line in lines if line and line not in LOCAL)
 
 
 def test_the_job_command_runs_the_tested_module_and_the_image_does_not_wrap_it() -> None:
@@ -63,7 +66,8 @@ def test_dependencies_are_pinned_to_the_lock_and_torch_to_the_dockerfile() -> No
         assert "torch" not in pinned
         assert all(lock.get(name) == version for name, version in pinned.items()), file
     for line in (IMAGE / "requirements.txt").read_text().splitlines():
-        assert line.startswith("#") or not line.strip() or "==" in line, line
+        assert line.startswith("#") or not line.strip() or "==" in line or line in LOCAL, line
+    assert LOCAL == {"phi3-training-rules": "0.1.0"}
 
 
 def test_hadolint_passes_and_only_the_package_is_sent() -> None:
@@ -71,6 +75,7 @@ def test_hadolint_passes_and_only_the_package_is_sent() -> None:
     proc = subprocess.run([str(hadolint), str(DOCKERFILE)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ignore = (IMAGE / ".dockerignore").read_text().splitlines()
-    assert ignore[ignore.index("*") :][:4] == [
-        "*", "!requirements.txt", "!constraints.txt", "!phi3_trainer/"
+    assert ignore[ignore.index("*") :][:6] == [
+        "*", "!requirements.txt", "!constraints.txt", "!phi3_trainer/",
+        "!rules/pyproject.toml", "!rules/phi3_training_rules/",
     ]  # fmt: skip

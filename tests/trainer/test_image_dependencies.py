@@ -18,6 +18,7 @@ import pytest
 
 import phi3_rehearsal
 from phi3_rehearsal.images import IMAGES, image_env
+from tests.dockerfiles import local_packages
 
 PROBE = Path(phi3_rehearsal.__file__).with_name("mlflow_store_probe.py")
 # The form of the tracking URI Azure ML gives a job (MicrosoftDocs/azure-ai-docs
@@ -99,6 +100,12 @@ def test_the_image_installs_exactly_its_pins_and_they_agree(python: Path) -> Non
     # pip and setuptools come with the venv, torch from the image's own pinned install.
     for unpinned in ("pip", "setuptools", "torch"):
         installed.pop(unpinned, None)
-    requirements, constraints = IMAGES["trainer"].inputs
+    image = IMAGES["trainer"]
+    requirements, constraints = image.requirements
+    # The packages of the build context (the rules the program shares), at their own versions.
+    local = local_packages(image.folder, image.local_packages)
+    assert {name: installed.pop(name, None) for name in local} == local
     assert installed == _pins(constraints)
-    assert _pins(requirements).items() <= installed.items()
+    assert {
+        k: v for k, v in _pins(requirements).items() if k not in local
+    }.items() <= installed.items()

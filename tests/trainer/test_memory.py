@@ -1,5 +1,5 @@
-"""The memory estimate (phi3_trainer.memory) against what a real tiny Phi-3 holds, and the trainer's
-activation-checkpointing default that follows from it.
+"""The memory estimate (phi3_training_rules.memory) against what a real tiny Phi-3 holds, and the
+trainer's activation-checkpointing default that follows from it.
 
 Measured here, on CPU: parameter, gradient and AdamW state bytes exactly, after one optimizer step;
 and the tensors autograd keeps for the backward, through saved-tensor hooks
@@ -24,8 +24,8 @@ from transformers import Phi3Config, Phi3ForCausalLM
 from trl.trainer.utils import add_fused_lm_head
 
 from phi3_trainer import config as trainer_config
-from phi3_trainer import memory
 from phi3_trainer.config import parse_args
+from phi3_training_rules import memory
 
 # Four layers, grouped-query attention (4 heads, 2 key-value heads), untied head.
 TINY = {
@@ -265,7 +265,7 @@ def test_the_trainer_sizes_checkpointing_by_its_gpu(
     expected: bool,
 ) -> None:
     monkeypatch.setattr(trainer_config, "gpu_memory", lambda: gpu_bytes)
-    caplog.set_level(logging.INFO, logger="phi3_trainer.memory")
+    caplog.set_level(logging.INFO, logger="phi3_training_rules.memory")
     _, config = parse_args(["--train_file", "t.jsonl", *flags])
     assert config.activation_checkpointing is expected
     assert config.gradient_checkpointing is expected

@@ -14,7 +14,7 @@ from transformers import Phi3Config, Phi3ForCausalLM
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from phi3_trainer import packed_attention
-from phi3_trainer.attention import PACKED_VARLEN, choose
+from phi3_training_rules.attention import PACKED_VARLEN, choose
 
 # Grouped-query attention (4 query heads, 2 key/value heads) and a sliding window shorter than
 # the longest chat: both change what the per-chat path must compute.

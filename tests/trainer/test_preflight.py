@@ -183,7 +183,7 @@ def test_data_that_would_forge_structure_or_crash_the_tokenizer_is_refused_by_li
 
 def test_text_parts_are_trained_as_the_server_reads_them(tmp_path: Path) -> None:
     from phi3_server.schemas import ChatMessage
-    from phi3_trainer.data_validation import validate_chat_jsonl
+    from phi3_training_rules.data_validation import validate_chat_jsonl
 
     parts = [{"type": "text", "text": "Name a colour."}, {"type": "text", "text": " Briefly."}]
     path = write_jsonl(

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from phi3_rehearsal.ports import free_port
 from phi3_trainer.checkpoints import COMPLETE_FILE, newest_complete_checkpoint
 from tests.trainer.helpers import FAST_FLAGS, TRAINER_ENV, TRAINER_MODULE
 
@@ -59,12 +59,6 @@ def test_sigkill_then_resume_auto_finishes_at_the_same_step(
     # The second run trained only the remaining steps: fewer tokens than the whole run.
     assert 0 < metrics["tokens_this_run"] < metrics["tokens_seen"]
     assert (out / f"checkpoint-{MAX_STEPS}").is_dir() and (out / "merged").is_dir()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_two_process_ddp_on_cpu_with_the_same_entrypoint(

@@ -8,7 +8,7 @@ import sys
 
 from phi3_trainer.chat_template import UnsupportedChatTemplateError
 from phi3_trainer.config import parse_args
-from phi3_trainer.data_validation import InvalidDataError
+from phi3_training_rules.data_validation import InvalidDataError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,8 @@ from typing import Any, Literal, NoReturn
 from trl.scripts.utils import TrlParser
 from trl.trainer.sft_config import SFTConfig
 
-from phi3_trainer import flag_rules, memory, sharding
+from phi3_trainer import sharding
+from phi3_training_rules import flag_rules, memory
 
 # Phi-3 fuses q/k/v and gate/up into single projections; these are its four linear module names.
 PHI3_LORA_TARGETS = list(memory.LINEAR_MODULES)
@@ -160,7 +161,8 @@ class TrainerConfig(SFTConfig):
     def __post_init__(self) -> None:
         import torch
 
-        # Neither flag given: on for now; parse_args sizes it by the GPU (phi3_trainer.memory).
+        # Neither flag given: on for now; parse_args sizes it by the GPU
+        # (phi3_training_rules.memory).
         self.activation_checkpointing_unset = (
             self.activation_checkpointing is None and self.gradient_checkpointing is None
         )

@@ -27,7 +27,7 @@ chats' squared lengths. Per device:
 Registered with transformers' ``AttentionInterface`` (its documented way to add an
 implementation) and not with its mask interface, so that no mask is built: masking_utils
 ``_preprocess_mask_arguments`` returns early for a name without a mask function.
-:func:`phi3_trainer.attention.choose` decides when the trainer uses it.
+:func:`phi3_training_rules.attention.choose` decides when the trainer uses it.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from torch.nn import functional
 from torch.nn.attention.varlen import varlen_attn
 from transformers import AttentionInterface
 
-from phi3_trainer.attention import PACKED_VARLEN
+from phi3_training_rules.attention import PACKED_VARLEN
 
 # FlashAttention-2's limits (Dao-AILab/flash-attention README: Ampere, Ada or Hopper GPUs, fp16
 # and bf16, head dimensions up to 256; torch's flash kernel also wants it a multiple of 8).

@@ -36,6 +36,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from phi3_training_rules.sharding import shards_full_fine_tuning
+
 if TYPE_CHECKING:
     import torch
     from accelerate import Accelerator
@@ -56,14 +58,6 @@ class ShardingError(ValueError):
 def world_size() -> int:
     """Processes in the job, as torchrun and Azure ML's PyTorch distribution set it."""
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def shards_full_fine_tuning(use_lora: bool, processes: int) -> bool:
-    """Whether the trainer shards a run: full fine-tuning over more than one process.
-
-    The memory estimate divides the weights, gradients and optimizer state by ``processes`` then.
-    """
-    return processes > 1 and not use_lora
 
 
 def fsdp_config(activation_checkpointing: bool) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The data checks that need the tokenizer: its special tokens in a text, a conversation's tokens.
 
 Both take the tokenizer as loaded, for the trainer and for scripts/prepare_data.py alike;
-:mod:`phi3_trainer.data_validation` applies them line by line.
+:mod:`phi3_training_rules.data_validation` applies them line by line.
 
 Tokenize once: :func:`chat_encoder` tokenizes a conversation exactly as TRL's SFTTrainer would
 (trl 1.16 ``SFTTrainer._prepare_dataset``, ``tokenize_fn``, language-modeling case), so the length
@@ -17,7 +17,7 @@ from typing import Any
 from jinja2 import TemplateError
 from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
-from phi3_trainer.data_validation import ChatEncoder, Encoding, Messages, SpecialTokenFinder
+from phi3_training_rules.data_validation import ChatEncoder, Encoding, Messages, SpecialTokenFinder
 
 
 def special_token_finder(tokenizer: Any) -> SpecialTokenFinder:

@@ -29,7 +29,7 @@ from transformers import (
 from trl import SFTTrainer
 
 import phi3_trainer.packed_attention  # noqa: F401 (registers packed_varlen with transformers)
-from phi3_trainer import attention, sharding
+from phi3_trainer import sharding
 from phi3_trainer.checkpoints import (
     METRICS_FILE,
     RUN_RECORD,
@@ -37,7 +37,10 @@ from phi3_trainer.checkpoints import (
     mark_complete,
 )
 from phi3_trainer.config import ScriptArguments, TrainerConfig
-from phi3_trainer.data_validation import (
+from phi3_trainer.preflight import Setup, lora_config, model_dtype, prepare
+from phi3_trainer.tokenization import chat_encoder, special_token_finder
+from phi3_training_rules import attention
+from phi3_training_rules.data_validation import (
     InvalidDataError,
     Problem,
     ValidationReport,
@@ -45,8 +48,6 @@ from phi3_trainer.data_validation import (
     split_records,
     validate_chat_jsonl,
 )
-from phi3_trainer.preflight import Setup, lora_config, model_dtype, prepare
-from phi3_trainer.tokenization import chat_encoder, special_token_finder
 
 logger = logging.getLogger("phi3_trainer")
 

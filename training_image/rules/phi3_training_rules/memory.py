@@ -60,8 +60,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from phi3_trainer.attention import PACKED_VARLEN, choose
-from phi3_trainer.sharding import shards_full_fine_tuning
+from phi3_training_rules.attention import PACKED_VARLEN, choose
+from phi3_training_rules.sharding import shards_full_fine_tuning
 
 logger = logging.getLogger(__name__)
 

@@ -4,19 +4,18 @@ Prints the wall time of each run, the sum of the individual ARM call times, and 
 many calls were in flight on average). The ARM calls are per region (vmSizes, usages) and per
 subscription (providers, deleted vaults, deleted workspaces), so 3 SKUs cost no extra calls.
 
-    .venv/bin/python bench/preflight_concurrency.py [--runs 5] [--latency 0.2]
+    .venv/bin/python -m tests.bench.preflight_concurrency [--runs 5] [--latency 0.2]
+
+It lives with the tests because it runs against their fake ARM server (tests/fakes); `-m` from the
+repository root makes the tests' package importable.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra"))
 
 from phi3_infra.preflight import PreflightRequest, run_preflight
 from tests.fakes.arm_server import SUBSCRIPTION_ID, FakeArm

@@ -21,7 +21,9 @@ from pulumi_policy import (
     ResourceValidationPolicy,
 )
 
-from phi3_infra.tags import REQUIRED_TAG_KEYS
+# The tags every taggable resource must carry (the program sets them: phi3_infra.tags).
+REQUIRED_TAG_KEYS = ("project", "stack", "owner", "expiresOn")
+
 
 PACK_NAME = "phi3-security-baseline"
 STORAGE = "azure-native:storage:StorageAccount"

@@ -1,6 +1,6 @@
 """Which attention implementation the model loads with, from the flags alone.
 
-Standard library only, so that the memory estimate (:mod:`phi3_trainer.memory`, also at plan
+Standard library only, so that the memory estimate (:mod:`phi3_training_rules.memory`, also at plan
 time) sees the same choice as the trainer. The user's --attn_implementation wins. Otherwise, when
 every batch is a padding-free packed row (TRL 1.16 SFTTrainer: ``padding_free`` is --padding_free,
 or --packing with the bfd or bfd_split strategy), :data:`PACKED_VARLEN`, which attends within each

@@ -1,0 +1,1 @@
+"""The command-line tools over the program: plan, preflight, smoke test, teardown audit, expiry."""
