@@ -304,22 +304,15 @@ class ArmClient:
         location = response.headers.get("Location")
         monitor = status_url or location
         if response.status_code not in (201, 202) or monitor is None:
-            if response.status_code == 202:
-                raise ArmError(
-                    f"{what}: ARM accepted the request (202) but named no Azure-AsyncOperation "
-                    "or Location header to follow it by",
-                    status=202,
-                )
-            return _json_or_empty(response)
+            return _synchronous_result(response, what)
         method = response.request.method
         deadline = poll.clock() + poll.timeout_s
         state = "InProgress"
         answer: HttpResponse | None = response
         while True:
-            delay = _retry_after(answer, poll.interval_s)
-            if poll.clock() + delay > deadline:
-                raise timed_out(what, state, poll, advice)
-            poll.sleep(delay)
+            _wait_before_looking(
+                poll, _retry_after(answer, poll.interval_s), deadline, state, what, advice
+            )
             try:
                 answer = self._send("GET", self._same_origin(monitor, "operation URL"), {})
             except (ArmThrottledError, ArmUnavailableError):
@@ -341,18 +334,23 @@ class ArmClient:
                 code, message = _error_detail(answer)
                 raise OperationFailed(f"{what} {state}: {code} {message}".rstrip())
             if state == "Succeeded":
-                # A POST's result is at its Location, else at the status body's
-                # `resourceLocation`, else it is the status body (azure-core
-                # OperationResourcePolling.get_final_get_url); other methods' results are not
-                # needed here.
-                if method != "POST":
-                    return {}
-                body = _json_or_empty(answer)
-                result_url = location or body.get("resourceLocation")
-                if not result_url:
-                    return body
-                final = self._send("GET", self._same_origin(result_url, "operation URL"), {})
-                return _json_or_empty(final)
+                return self._operation_result(method, answer, location)
+
+    def _operation_result(
+        self, method: str, status: HttpResponse, location: str | None
+    ) -> dict[str, Any]:
+        """A succeeded operation's result. A POST's is at its Location, else at the status
+        body's `resourceLocation`, else it is the status body (azure-core
+        OperationResourcePolling.get_final_get_url); other methods' results are not needed
+        here."""
+        if method != "POST":
+            return {}
+        body = _json_or_empty(status)
+        result_url = location or body.get("resourceLocation")
+        if not result_url:
+            return body
+        final = self._send("GET", self._same_origin(result_url, "operation URL"), {})
+        return _json_or_empty(final)
 
     def _url(self, path: str) -> str:
         if not path.startswith("/"):
@@ -403,6 +401,27 @@ class ArmClient:
         if status >= 500:
             raise ArmUnavailableError(message, status=status, code=code)
         raise ArmError(message, status=status, code=code)
+
+
+def _synchronous_result(response: HttpResponse, what: str) -> dict[str, Any]:
+    """The answer of a request that did not start an operation to follow; a 202 without a URL
+    to follow it by is ARM breaking its own contract."""
+    if response.status_code == 202:
+        raise ArmError(
+            f"{what}: ARM accepted the request (202) but named no Azure-AsyncOperation "
+            "or Location header to follow it by",
+            status=202,
+        )
+    return _json_or_empty(response)
+
+
+def _wait_before_looking(
+    poll: Poll, delay: float, deadline: float, state: str, what: str, advice: str
+) -> None:
+    """Sleep `delay` before the next look at an operation, unless that passes the deadline."""
+    if poll.clock() + delay > deadline:
+        raise timed_out(what, state, poll, advice)
+    poll.sleep(delay)
 
 
 def _json_or_empty(response: HttpResponse) -> dict[str, Any]:

@@ -12,7 +12,7 @@ not a refusal.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 
 from phi3_infra.config import ConfigError, StackConfig, config_key
@@ -130,19 +130,12 @@ def _what_would_fit(
             "a smaller batch (raise gradient_accumulation_steps to keep the tokens per update): "
             f"{fitting}"
         )
-    if not setup.use_lora:
-        sharded = (
-            (processes, first_fit({}, processes))
-            for processes in range(
-                setup.processes + gpus_per_node, _MAX_PROCESSES + 1, gpus_per_node
-            )
+    if not setup.use_lora and (sharded := _more_gpus(first_fit, setup, gpus_per_node)):
+        processes, numbers = sharded
+        yield (
+            f"more GPUs with sharding (FSDP): {config_key('training_nodes')}: "
+            f"{processes // gpus_per_node} of {vm_size}, {processes} GPUs, {numbers}"
         )
-        if found := next(((n, text) for n, text in sharded if text), None):
-            processes, numbers = found
-            yield (
-                f"more GPUs with sharding (FSDP): {config_key('training_nodes')}: "
-                f"{processes // gpus_per_node} of {vm_size}, {processes} GPUs, {numbers}"
-            )
     listed = [s for s in config.gpu_skus if s != vm_size]
     others = [s for s in KNOWN_GPU_SIZES if s != vm_size and s not in listed]
     for size in (*listed, *others):
@@ -154,3 +147,15 @@ def _what_would_fit(
                 f"{config_key('gpu_skus')}, {text}"
             )
             return
+
+
+def _more_gpus(
+    first_fit: Callable[..., str | None], setup: TrainingSetup, gpus_per_node: int
+) -> tuple[int, str] | None:
+    """The fewest processes, a node's GPUs at a time, at which full fine-tuning sharded over
+    them fits (with its numbers), up to _MAX_PROCESSES."""
+    start = setup.processes + gpus_per_node
+    for processes in range(start, _MAX_PROCESSES + 1, gpus_per_node):
+        if text := first_fit({}, processes):
+            return processes, text
+    return None

@@ -750,61 +750,77 @@ def deleted_workspace_blockers(
     ]
 
 
-def run_preflight(client: ArmClient, request: PreflightRequest) -> PreflightReport:
-    """Query ARM concurrently and judge every region, candidate, name and provider.
+class _TimedReads:
+    """The ARM reads of one preflight as jobs for the thread pool, each timed into `calls`."""
 
-    Raises ArmError subclasses when the checks cannot run (auth, network, throttling).
-    """
-    sub = f"/subscriptions/{request.subscription_id}"
-    ml = f"{sub}/providers/{_ML}"
-    calls: list[CallTiming] = []
+    def __init__(self, client: ArmClient, subscription: str) -> None:
+        self.client = client
+        self.subscription = subscription
+        self.calls: list[CallTiming] = []
 
-    def timed(path: str, fetch: Callable[[], _T]) -> Callable[[], _T]:
+    def _timed(self, path: str, fetch: Callable[[], _T]) -> Callable[[], _T]:
         def run() -> _T:
             started = time.perf_counter()
             try:
                 return fetch()
             finally:
-                calls.append(CallTiming(path, time.perf_counter() - started))
+                self.calls.append(CallTiming(path, time.perf_counter() - started))
 
         return run
 
-    def listing(path: str, api_version: str) -> Callable[[], list[dict[str, Any]]]:
-        return timed(path, lambda: list(client.list_json(path, api_version)))
+    def listing(self, path: str, api_version: str) -> Callable[[], list[dict[str, Any]]]:
+        return self._timed(path, lambda: list(self.client.list_json(path, api_version)))
 
-    def getting(path: str, api_version: str) -> Callable[[], dict[str, Any]]:
-        return timed(path, lambda: client.get_json(path, api_version))
+    def getting(self, path: str, api_version: str) -> Callable[[], dict[str, Any]]:
+        return self._timed(path, lambda: self.client.get_json(path, api_version))
 
-    def checking(name: str, kind: GlobalNameKind) -> Callable[[], dict[str, Any]]:
-        path = f"{sub}/providers/{kind.namespace}/checkNameAvailability"
+    def checking(self, name: str, kind: GlobalNameKind) -> Callable[[], dict[str, Any]]:
+        path = f"{self.subscription}/providers/{kind.namespace}/checkNameAvailability"
         body = {"name": name, "type": kind.resource_type}
-        return timed(path, lambda: client.post_json(path, kind.api_version, body))
+        return self._timed(path, lambda: self.client.post_json(path, kind.api_version, body))
 
+
+def _reads(request: PreflightRequest, arm: _TimedReads) -> dict[str, Callable[[], Any]]:
+    """What the request needs read, by result key: providers always; soft-deleted names, global
+    names (and the stack's own resources holding them), the live deployments, and each region's
+    sizes and usages when the stack has them."""
+    sub = arm.subscription
+    ml = f"{sub}/providers/{_ML}"
     jobs: dict[str, Callable[[], Any]] = {
-        "providers": listing(f"{sub}/providers", PROVIDERS_API_VERSION)
+        "providers": arm.listing(f"{sub}/providers", PROVIDERS_API_VERSION)
     }
     if request.key_vault_names:
-        jobs["deleted_vaults"] = listing(
+        jobs["deleted_vaults"] = arm.listing(
             f"{sub}/providers/Microsoft.KeyVault/deletedVaults", KEY_VAULT_API_VERSION
         )
     if request.workspace_names:
-        jobs["deleted_workspaces"] = listing(f"{ml}/deletedWorkspaces", ML_API_VERSION)
+        jobs["deleted_workspaces"] = arm.listing(f"{ml}/deletedWorkspaces", ML_API_VERSION)
     for kind, name in request.unique_names.items():
         spec = GLOBAL_NAME_KINDS[kind]
-        jobs[f"name/{kind}"] = checking(name, spec)
+        jobs[f"name/{kind}"] = arm.checking(name, spec)
         if request.resource_group:
             own_id = (
                 f"{sub}/resourceGroups/{request.resource_group}/providers/"
                 f"{spec.resource_type}/{name}"
             )
-            jobs[f"own/{kind}"] = getting(own_id, spec.api_version)
+            jobs[f"own/{kind}"] = arm.getting(own_id, spec.api_version)
     if request.serving is not None and request.serving.deployment_id:
-        jobs["deployments"] = listing(request.serving.endpoint_deployments, ML_API_VERSION)
+        jobs["deployments"] = arm.listing(request.serving.endpoint_deployments, ML_API_VERSION)
     if request.trains or request.serving is not None:
         for region in request.regions:
-            jobs[f"{region}/vmSizes"] = listing(f"{ml}/locations/{region}/vmSizes", ML_API_VERSION)
-            jobs[f"{region}/usages"] = listing(f"{ml}/locations/{region}/usages", ML_API_VERSION)
+            locations = f"{ml}/locations/{region}"
+            jobs[f"{region}/vmSizes"] = arm.listing(f"{locations}/vmSizes", ML_API_VERSION)
+            jobs[f"{region}/usages"] = arm.listing(f"{locations}/usages", ML_API_VERSION)
+    return jobs
 
+
+def run_preflight(client: ArmClient, request: PreflightRequest) -> PreflightReport:
+    """Query ARM concurrently and judge every region, candidate, name and provider.
+
+    Raises ArmError subclasses when the checks cannot run (auth, network, throttling).
+    """
+    arm = _TimedReads(client, f"/subscriptions/{request.subscription_id}")
+    jobs = _reads(request, arm)
     client.authenticate()
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="preflight") as pool:
@@ -820,7 +836,7 @@ def run_preflight(client: ArmClient, request: PreflightRequest) -> PreflightRepo
         if (chosen := region.chosen) is not None and chosen.verdict is Verdict.QUEUES
     ]
     return PreflightReport(
-        request, tuple(regions), tuple(blockers), tuple(warnings), tuple(calls), wall
+        request, tuple(regions), tuple(blockers), tuple(warnings), tuple(arm.calls), wall
     )
 
 

@@ -222,6 +222,24 @@ def _checked_value(flag: TrainerFlag, value: object) -> TrainerArg:
     return [_checked_item(flag, item) for item in value]
 
 
+def _check_json_and_choice(flag: TrainerFlag, word: str, item: object) -> None:
+    """A JSON flag's text must parse; a flag with choices takes one of them."""
+    if flag.json and word.startswith("{"):
+        try:
+            json.loads(word)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"is read as JSON, and {word!r} is not valid JSON: {error}") from None
+    if flag.choices and word not in flag.choices:
+        close = difflib.get_close_matches(word, flag.choices, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        allowed = (
+            ", ".join(flag.choices)
+            if len(flag.choices) <= _CHOICES_SHOWN
+            else f"its {len(flag.choices)} choices (`python -m phi3_trainer --help` lists them)"
+        )
+        raise ValueError(f"expects one of {allowed}, got {item!r}{hint}")
+
+
 def _checked_item(flag: TrainerFlag, item: object) -> Scalar:
     if item is None:
         raise ValueError("null is not a value; leave the flag out for the trainer's default")
@@ -243,20 +261,7 @@ def _checked_item(flag: TrainerFlag, item: object) -> Scalar:
         parsed = parse(word)
     except ValueError:
         raise ValueError(f"expects {_EXPECTED[flag.type]}, got {item!r}") from None
-    if flag.json and word.startswith("{"):
-        try:
-            json.loads(word)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"is read as JSON, and {word!r} is not valid JSON: {error}") from None
-    if flag.choices and word not in flag.choices:
-        close = difflib.get_close_matches(word, flag.choices, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        allowed = (
-            ", ".join(flag.choices)
-            if len(flag.choices) <= _CHOICES_SHOWN
-            else f"its {len(flag.choices)} choices (`python -m phi3_trainer --help` lists them)"
-        )
-        raise ValueError(f"expects one of {allowed}, got {item!r}{hint}")
+    _check_json_and_choice(flag, word, item)
     # Bools become true/false, so that rules reading them (merge_output) see what the trainer
     # will; other values stay as given, since the job's name hashes them.
     return parsed if flag.type == "bool" else item

@@ -42,14 +42,14 @@ from pulumi_azure_native import authorization
 from pulumi_azure_native import machinelearningservices as ml
 
 from phi3_infra.arm import ArmClient, ArmNotFoundError, client_from_environment
-from phi3_infra.config import StackConfig, TrainerArg
+from phi3_infra.config import StackConfig
 from phi3_infra.data import DataFile
 from phi3_infra.dynamic import replace_when_changed
 from phi3_infra.identity import WORKLOAD_PRINCIPAL
 from phi3_infra.immutable import asset_version_options, job_options
 from phi3_infra.rbac import BuiltInRole, assign_role
 from phi3_infra.teardown import JobCancellation
-from phi3_infra.trainer_flags import command_words
+from phi3_infra.trainer_flags import TrainerArg, command_words
 from phi3_infra.waiting import (
     JOB_FAILED,
     JOB_SUCCEEDED,

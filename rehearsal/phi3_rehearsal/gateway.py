@@ -151,6 +151,11 @@ class Gateway:
         if self._admitted >= self.rules.admitted_at_once:
             return _error(429, "Too many pending requests")
         self._admitted += 1
+        return await self._forward(request, container_path)
+
+    async def _forward(self, request: Request, container_path: str) -> Response:
+        """The admitted request to the container and its answer back, within the request
+        timeout; the admission (and the forwarding slot) is released however it ends."""
         deadline = asyncio.get_running_loop().time() + self.rules.request_timeout_s
         forwarding = False
         released = False
@@ -188,13 +193,7 @@ class Gateway:
         finally:
             await answer.aclose()
             release()
-        if answer.status_code == 200:
-            return Response(content, 200, _relayed(answer.headers))
-        headers = _relayed(answer.headers) | {
-            MODEL_ERROR_STATUS: str(answer.status_code),
-            MODEL_ERROR_REASON: answer.reason_phrase,
-        }
-        return Response(content, 424, headers)
+        return _endpoint_answer(answer, content)
 
     def _timed_out(self) -> Response:
         return _error(
@@ -216,6 +215,18 @@ class Gateway:
             content=body,
         )
         return await self._client.send(outgoing, stream=True)
+
+
+def _endpoint_answer(answer: httpx.Response, content: bytes) -> Response:
+    """The container's answer as the endpoint gives it: 200 as it is, anything else as 424 with
+    the container's status and reason in headers."""
+    if answer.status_code == 200:
+        return Response(content, 200, _relayed(answer.headers))
+    headers = _relayed(answer.headers) | {
+        MODEL_ERROR_STATUS: str(answer.status_code),
+        MODEL_ERROR_REASON: answer.reason_phrase,
+    }
+    return Response(content, 424, headers)
 
 
 def _is_event_stream(answer: httpx.Response) -> bool:

@@ -224,11 +224,7 @@ def read_dockerfile(path: Path) -> DockerfileSettings:
     torch_version: str | None = None
     for instruction in structure[starts[-1] + 1 :]:
         kind, value = instruction["instruction"], instruction["value"]
-        if kind in ("ENV", "ARG", "WORKDIR", "USER", "COPY") and MODIFIER.search(value):
-            raise ImageSpecError(
-                f"{path}:{instruction['startline'] + 1}: ${{VAR:-word}} / ${{VAR:+word}} is not "
-                "expanded by the rehearsal; set the variable with ENV instead"
-            )
+        _refuse_modifiers(path, instruction)
         if kind in ("ENV", "ARG"):
             # All pairs of one instruction see the values from before it, as in Docker.
             pairs = extract_key_values(
@@ -245,10 +241,7 @@ def read_dockerfile(path: Path) -> DockerfileSettings:
         elif kind == "CMD":
             cmd = _exec_form(value)
         elif kind == "COPY":
-            words = _copy_words(value, args, env)
-            if not any(word.startswith("--from") for word in words):
-                paths = [word for word in words if not word.startswith("--")]
-                copies.append((paths[:-1], workdir / paths[-1]))
+            copies += _context_copy(value, args, env, workdir)
         elif kind == "RUN" and (pin := TORCH_PIN.search(value)):
             torch_version = pin.group(1)
     return DockerfileSettings(
@@ -260,6 +253,27 @@ def read_dockerfile(path: Path) -> DockerfileSettings:
         copies=copies,
         torch_version=torch_version,
     )
+
+
+def _refuse_modifiers(path: Path, instruction: Mapping[str, Any]) -> None:
+    if instruction["instruction"] in ("ENV", "ARG", "WORKDIR", "USER", "COPY") and MODIFIER.search(
+        instruction["value"]
+    ):
+        raise ImageSpecError(
+            f"{path}:{instruction['startline'] + 1}: ${{VAR:-word}} / ${{VAR:+word}} is not "
+            "expanded by the rehearsal; set the variable with ENV instead"
+        )
+
+
+def _context_copy(
+    value: str, args: Mapping[str, str], env: Mapping[str, str], workdir: PurePosixPath
+) -> list[tuple[list[str], PurePosixPath]]:
+    """A COPY from the build context as (sources, destination); none for COPY --from."""
+    words = _copy_words(value, args, env)
+    if any(word.startswith("--from") for word in words):
+        return []
+    paths = [word for word in words if not word.startswith("--")]
+    return [(paths[:-1], workdir / paths[-1])]
 
 
 def _exec_form(value: str) -> list[str]:

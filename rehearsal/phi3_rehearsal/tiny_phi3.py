@@ -13,6 +13,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: torch and transformers load only when a model is built
+    from transformers import PreTrainedTokenizerFast
 
 # The stock Phi-3-mini-4k-instruct template, character for character: TRL recognises it and
 # swaps in its assistant-masking twin, which is what the trainer relies on.
@@ -44,7 +48,7 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int):  # -> transformers.PreTrainedTokenizerFast
+def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -78,6 +82,12 @@ def build(out: Path, hidden_size: int, layers: int, heads: int, vocab_size: int,
 
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(vocab_size)
+
+    def token_id(token: str) -> int:
+        found = tokenizer.convert_tokens_to_ids(token)
+        assert isinstance(found, int), token
+        return found
+
     config = Phi3Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -87,9 +97,9 @@ def build(out: Path, hidden_size: int, layers: int, heads: int, vocab_size: int,
         num_key_value_heads=heads,
         max_position_embeddings=4096,
         original_max_position_embeddings=4096,
-        bos_token_id=tokenizer.convert_tokens_to_ids(BOS),
-        eos_token_id=tokenizer.convert_tokens_to_ids(END_OF_TEXT),
-        pad_token_id=tokenizer.convert_tokens_to_ids(END_OF_TEXT),
+        bos_token_id=token_id(BOS),
+        eos_token_id=token_id(END_OF_TEXT),
+        pad_token_id=token_id(END_OF_TEXT),
         tie_word_embeddings=False,
     )
     model = Phi3ForCausalLM(config)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from openai import OpenAI
 from promptflow.connections import CustomConnection
 from promptflow.core import tool
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 BASE_URL_ENV = "PHI3_OPENAI_BASE_URL"
 API_KEY_ENV = "PHI3_API_KEY"
@@ -36,7 +40,9 @@ def chat(
 ) -> str:
     base_url, api_key = _endpoint(connection)
     client = OpenAI(base_url=base_url, api_key=api_key, timeout=170, max_retries=2)
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages: list[ChatCompletionMessageParam] = (
+        [{"role": "system", "content": system_prompt}] if system_prompt else []
+    )
     messages.append({"role": "user", "content": question})
     completion = client.chat.completions.create(
         model=client.models.list().data[0].id,

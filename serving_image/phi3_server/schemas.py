@@ -13,7 +13,7 @@ naming the field before it reaches the shared batch.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
@@ -38,7 +38,10 @@ class TextPart(_Strict):
     text: str
 
 
-def _unsupported(value: Any, neutral: bool) -> Any:
+_T = TypeVar("_T")
+
+
+def _unsupported(value: _T, neutral: bool) -> _T:
     if not neutral:
         raise ValueError(f"{value!r} is not supported by this server")
     return value

@@ -18,7 +18,7 @@ def counted_step_flops(model: torch.nn.Module) -> int:
     ids = torch.randint(0, 500, (1, LENGTH), generator=torch.Generator().manual_seed(0))
     with FlopCounterMode(display=False) as counter:
         model(input_ids=ids, labels=ids).loss.backward()
-    return counter.get_total_flops()
+    return int(counter.get_total_flops())
 
 
 @pytest.fixture

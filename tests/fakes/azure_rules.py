@@ -291,7 +291,7 @@ def _assignment(name: str, role_guid: str, principal_id: str, scope: str) -> dic
 
 def _same_grant(first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
     a, b = first["properties"], second["properties"]
-    return (
+    return bool(
         a["roleDefinitionId"].rsplit("/", 1)[-1].lower()
         == b["roleDefinitionId"].rsplit("/", 1)[-1].lower()
         and a["principalId"] == b["principalId"]

@@ -154,7 +154,7 @@ def go_plain_scalar(text: str) -> Any:
 _PLAIN = "tag:phi3.test,2026:go-yaml-v3-plain"
 
 
-class _GoYamlLoader(yaml.SafeLoader):
+class _GoYamlLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
     """PyYAML's parser with yaml.v3's scalar resolution instead of YAML 1.1's."""
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:

@@ -55,7 +55,9 @@ class ScoringEndpoint:
     def scoring_uri(self) -> str:
         return f"{self.url}/score"
 
-    def answer(self, deployment: str | None, authorization: str | None) -> tuple[int, Any, dict]:
+    def answer(
+        self, deployment: str | None, authorization: str | None
+    ) -> tuple[int, Any, dict[str, str]]:
         if authorization not in {f"Bearer {credential}" for credential in self.credentials}:
             return 401, {"message": "key or token missing or invalid"}, {}
         if deployment is None or deployment not in self.answers:
@@ -82,6 +84,7 @@ def scoring_endpoint(
             authorization = self.headers.get("Authorization")
             body = json.loads(raw) if raw else None
             endpoint.calls.append(ScoringCall(deployment, authorization, body, time.perf_counter()))
+            headers: dict[str, str]
             if self.path != "/score":
                 status, answer, headers = 404, {"message": f"no route {self.path}"}, {}
             else:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from phi3_infra.cli.plan import plan_stack
 from phi3_infra.config import (
     DEFAULT_GPU_SKUS,
     ConfigError,
@@ -26,7 +27,6 @@ from phi3_infra.config import (
     config_key,
     parse_stack_config,
 )
-from scripts.plan import plan_stack
 from tests.fakes.pulumi_cli import (
     CliConfigError,
     Project,
@@ -277,7 +277,7 @@ def test_engine_text_values_are_coerced() -> None:
 def test_config_is_frozen() -> None:
     config = parse_stack_config(_values())
     with pytest.raises(ValueError, match="frozen"):
-        config.training_nodes = 3
+        config.training_nodes = 3  # type: ignore[misc]  # what the test shows refused
 
 
 def test_unknown_region_names_the_key_close_matches_and_allowed_values() -> None:

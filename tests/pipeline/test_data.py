@@ -77,7 +77,12 @@ def test_upload_waits_out_a_new_role_assignment(pipeline_arm: PipelineArm) -> No
     pipeline_arm.fake.fail(403, times=2, path_contains="/blob/")
     url = f"{pipeline_arm.fake.url}/blob/training-data/train/abc/train.jsonl"
     tokens: list[str] = []
-    upload_blob(url, b'{"messages": []}\n', lambda: tokens.append("t") or "t", interval_s=0.01)
+
+    def token() -> str:
+        tokens.append("t")
+        return "t"
+
+    upload_blob(url, b'{"messages": []}\n', token, interval_s=0.01)
     assert pipeline_arm.uploads["training-data/train/abc/train.jsonl"] == b'{"messages": []}\n'
     assert len(tokens) == 3  # a fresh token per attempt
 

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from phi3_infra.config import config_from_flat
 from phi3_infra.naming import stack_names
-from phi3_infra.offline import PROJECT, SUBSCRIPTION_ID, OfflineRun
+from phi3_infra.offline import SUBSCRIPTION_ID, OfflineRun
 from phi3_infra.program import check_inputs, training_inputs
 from phi3_infra.rbac import BuiltInRole
+from phi3_infra.stack_files import PROJECT
 from tests.pipeline.conftest import BASE_CONFIG, STACK, Plan
 
 JOB = "azure-native:machinelearningservices:Job"
 JobName = Callable[..., str]
 
 
-def _job(run: OfflineRun) -> tuple[str, dict[str, object]]:
+def _job(run: OfflineRun) -> tuple[str, dict[str, Any]]:
     (job,) = run.of_type(JOB)
     return job.inputs["id"], job.inputs["properties"]
 

@@ -29,6 +29,7 @@ from phi3_infra.offline import OfflineRun, PlannedResource
 from phi3_infra.program import check_inputs, nothing_served, preflight_request, served_model
 from phi3_infra.rollout import RolloutFailed, _RolloutCheckProvider
 from phi3_infra.serving import ServedModel, _EndpointTrafficProvider, deployment_name
+from phi3_infra.stack_files import PROJECT
 from phi3_infra.waiting import ML_API_VERSION
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_rollout import RolloutArm
@@ -38,7 +39,7 @@ from tests.fakes.scoring_endpoint import ContainerAnswer, ScoringEndpoint, scori
 from tests.pipeline.conftest import BASE_CONFIG, STACK, Plan
 from tests.pipeline.serving_plan import ONLINE_DEPLOYMENT, rollout_check, served_deployment
 
-SERVE_ONLY = {"stages": '["infra", "serve"]', "trainingData": None}
+SERVE_ONLY: dict[str, str | None] = {"stages": '["infra", "serve"]', "trainingData": None}
 SERVED, NEXT = "azureml:phi3-ft:7", "azureml:phi3-ft:8"
 E4S = "Standard_E4s_v3"
 HEALTHY = ContainerAnswer(200, {"output": "Paris."})
@@ -134,11 +135,11 @@ def test_the_preflight_sizes_the_deployment_the_plan_creates(plan: Plan) -> None
     for reference in (SERVED, NEXT):
         run = plan(modelReference=reference, **SERVE_ONLY)
         flat = BASE_CONFIG | {
-            "phi3-foundry:stages": SERVE_ONLY["stages"],
+            "phi3-foundry:stages": '["infra", "serve"]',
             "phi3-foundry:modelReference": reference,
         }
         config = config_from_flat(flat)
-        names = stack_names(config, offline.PROJECT, STACK, offline.SUBSCRIPTION_ID)
+        names = stack_names(config, PROJECT, STACK, offline.SUBSCRIPTION_ID)
         checked = check_inputs(config, names, offline.SUBSCRIPTION_ID)
         request = preflight_request(checked, None, served_model(checked, None, nothing_served))
         assert request.serving is not None

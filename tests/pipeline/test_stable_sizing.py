@@ -42,6 +42,7 @@ def fake_arm(tmp_path: Path) -> Iterator[FakeArm]:
 
 def _job(run: offline.OfflineRun) -> tuple[str, dict[str, Any]]:
     (job,) = run.of_type(JOB)
+    assert job.id is not None
     return job.id, job.inputs
 
 

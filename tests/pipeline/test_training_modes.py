@@ -41,6 +41,12 @@ ENDPOINT_GET = "machinelearningservices__2022-10-01__OnlineEndpoint__get"
 STUDIO = "https://ml.azure.com/runs/{job}?wsid={workspace}"
 
 
+def _main_program() -> dict[str, Any]:
+    """`__main__.py` as `pulumi up` runs it; its outputs are exported, not returned."""
+    program_main()
+    return {}
+
+
 @pytest.fixture
 def fake_arm(tmp_path: Path) -> Iterator[FakeArm]:
     # The subscription the mocks' getClientConfig answers with, as `pulumi up` would see it.
@@ -169,7 +175,7 @@ def test_a_job_that_ended_badly_stops_pulumi_up_before_any_resource(
     job_name = _azure_reports(arm, first, status, errorMessage="CUDA out of memory")
     with pytest.raises(pulumi.RunError) as caught:
         offline.run_offline(
-            lambda: program_main() or {},
+            _main_program,
             SUBMIT_AND_RETURN | {"phi3-foundry:waitForTraining": wait},
             "eastus2",
         )

@@ -4,6 +4,8 @@ does)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from phi3_infra.preflight import PreflightRequest, ServingRequest
 from tests.fakes.arm_server import SUBSCRIPTION_ID
 
@@ -38,12 +40,12 @@ def request(
 
 
 def serving(
-    instances: int = 1, size: str = E4S, deployment_id: str = "", **extra: object
+    instances: int = 1, size: str = E4S, deployment_id: str = "", **extra: Any
 ) -> PreflightRequest:
     """A stack that serves `instances` of `size` and trains nothing."""
     return request(skus=(), serving=ServingRequest(size, instances, deployment_id), **extra)
 
 
-def named(**extra: object) -> PreflightRequest:
+def named(**extra: Any) -> PreflightRequest:
     """A stack that creates its three global names in GROUP (and trains and serves nothing)."""
     return request(skus=(), unique_names=NAMES, resource_group=GROUP, **extra)

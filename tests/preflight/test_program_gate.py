@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pytest
@@ -22,6 +23,7 @@ from phi3_infra.program import (
     served_model,
 )
 from phi3_infra.program import main as program_main
+from phi3_infra.stack_files import PROJECT
 from tests.fakes.arm_server import FakeArm
 
 A100, ESV3 = "standardNCADSA100v4Family", "standardESv3Family"
@@ -47,6 +49,12 @@ GLOBAL = {
     "azure-native:containerregistry:Registry": "Microsoft.ContainerRegistry/registries",
     "azure-native:keyvault:Vault": "Microsoft.KeyVault/vaults",
 }
+
+
+def _main_program() -> dict[str, Any]:
+    """`__main__.py` as `pulumi up` runs it; its outputs are exported, not returned."""
+    program_main()
+    return {}
 
 
 @pytest.fixture
@@ -96,7 +104,7 @@ def test_pulumi_sees_the_preflight_message_without_a_traceback(
 ) -> None:
     signed_in_env.add_region("eastus2", quota={A100: (0, 0)})
     with pytest.raises(pulumi.RunError, match="Cluster Dedicated vCPUs"):
-        offline.run_offline(lambda: program_main() or {}, TRAIN, "eastus2")
+        offline.run_offline(_main_program, TRAIN, "eastus2")
     assert registered == []
 
 
@@ -189,7 +197,7 @@ def test_the_request_follows_the_stages() -> None:
     sub = offline.SUBSCRIPTION_ID
     for flat, trains, serves in ((INFRA, False, False), (SERVE, False, True)):
         config = config_from_flat(flat)
-        names = stack_names(config, offline.PROJECT, "eastus2", sub)
+        names = stack_names(config, PROJECT, "eastus2", sub)
         checked = check_inputs(config, names, sub)
         served = served_model(checked, None, nothing_served)
         request = preflight_request(checked, "Standard_NC24ads_A100_v4", served)
@@ -197,6 +205,7 @@ def test_the_request_follows_the_stages() -> None:
         assert request.unique_names == names.globally_unique()
         assert request.resource_group == names.resource_group
     # The deployment's name follows the model (tests/pipeline/test_rollout.py).
+    assert request.serving is not None
     assert request.serving == ServingRequest(
         "Standard_E4s_v3",
         1,
@@ -211,7 +220,7 @@ def test_a_stack_that_already_trained_keeps_its_size_without_quota(signed_in_env
     # instead of failing or moving to another candidate.
     signed_in_env.add_region("eastus2", quota={A100: (0, 0)})
     config = config_from_flat(TRAIN)
-    names = stack_names(config, offline.PROJECT, "eastus2", signed_in_env.subscription_id)
+    names = stack_names(config, PROJECT, "eastus2", signed_in_env.subscription_id)
     checked = check_inputs(config, names, signed_in_env.subscription_id)
     kept = quota_preflight(checked, "Standard_NC24ads_A100_v4", None)
     assert (kept.vm_size, kept.checked, kept.vcpus_per_node, kept.gpus) == (
@@ -229,6 +238,6 @@ def test_incomplete_service_principal_settings_stop_an_infra_stack_without_a_tra
 ) -> None:
     monkeypatch.setenv("ARM_CLIENT_SECRET", "not-printed-anywhere")
     with pytest.raises(pulumi.RunError, match="also needs ARM_TENANT_ID and ARM_CLIENT_ID") as err:
-        offline.run_offline(lambda: program_main() or {}, INFRA, "eastus2")
+        offline.run_offline(_main_program, INFRA, "eastus2")
     assert "not-printed-anywhere" not in str(err.value)
     assert registered == []

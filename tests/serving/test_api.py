@@ -272,7 +272,13 @@ def test_32_concurrent_clients_all_succeed_in_shared_batches(server: RunningServ
 def test_openai_fields_at_their_neutral_values_are_accepted(server: RunningServer) -> None:
     history: list[ChatCompletionMessageParam] = [
         *QUESTION,
-        {"role": "assistant", "content": "Paris.", "refusal": None, "tool_calls": None},
+        # Clients send null for tool_calls; the SDK's TypedDict has no None for it.
+        {
+            "role": "assistant",
+            "content": "Paris.",
+            "refusal": None,
+            "tool_calls": None,  # type: ignore[typeddict-item]
+        },
         {"role": "user", "content": "And of Italy?", "name": "alice"},
     ]
     completion = server.openai().chat.completions.create(

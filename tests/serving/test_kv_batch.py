@@ -34,7 +34,8 @@ def test_installed_transformers_is_the_version_the_adapter_was_checked_against()
 
 
 # Grouped key heads in both small models: two query heads per key head (Phi-3-medium has four).
-_SMALL = {
+# Any: the configs' keyword arguments are of many types.
+_SMALL: dict[str, Any] = {
     "vocab_size": 128,
     "hidden_size": 64,
     "intermediate_size": 128,
@@ -51,14 +52,14 @@ def _phi3_grouped_partial_rotary_windowed() -> Any:
     each head (Phi-4-mini's partial_rotary_factor) and a sliding window (Phi-3-mini-4k's
     sliding_window: 2047) shorter than the test's prompts."""
     torch.manual_seed(0)
-    config = Phi3Config(
-        **_SMALL,
-        partial_rotary_factor=0.5,
-        sliding_window=6,
-        original_max_position_embeddings=256,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
+    extra: dict[str, Any] = {
+        "partial_rotary_factor": 0.5,
+        "sliding_window": 6,
+        "original_max_position_embeddings": 256,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+    config = Phi3Config(**_SMALL, **extra)
     return Phi3ForCausalLM(config).eval()
 
 

@@ -157,17 +157,18 @@ def test_a_longrope_model_is_served_up_to_its_original_context() -> None:
     from transformers import Phi3Config
 
     head_dim = 3072 // 32
-    longrope = Phi3Config(
-        hidden_size=3072,
-        num_attention_heads=32,
-        max_position_embeddings=131072,
-        original_max_position_embeddings=4096,
-        rope_scaling={
+    fields: dict[str, Any] = {
+        "hidden_size": 3072,
+        "num_attention_heads": 32,
+        "max_position_embeddings": 131072,
+        "original_max_position_embeddings": 4096,
+        "rope_scaling": {
             "rope_type": "longrope",
             "short_factor": [1.0] * (head_dim // 2),
             "long_factor": [4.0] * (head_dim // 2),
         },
-    )
+    }
+    longrope = Phi3Config(**fields)
     assert served_context(longrope) == 4096
     assert served_context(Phi3Config(max_position_embeddings=4096)) == 4096
     assert served_context(Phi3Config(max_position_embeddings=8192)) == 8192

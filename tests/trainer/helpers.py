@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import subprocess
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 # The module the training job's command runs; every end-to-end test runs the same one.
 TRAINER_MODULE = "phi3_trainer"
+# The run_trainer fixture (tests/trainer/conftest.py): `python -m phi3_trainer ARGS`.
+RunTrainer = Callable[..., subprocess.CompletedProcess[str]]
 TRAINER_ENV = {
     **os.environ,
     "PYTHONPATH": "training_image",
@@ -53,8 +56,8 @@ def greedy_reply(model_dir: Path, user: str, max_new_tokens: int = 8) -> str:
     """Generate from a saved model folder the way the server does: chat template, greedy."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer: Any = AutoTokenizer.from_pretrained(model_dir)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir)
     inputs = tokenizer.apply_chat_template(
         [{"role": "user", "content": user}],
         add_generation_prompt=True,
@@ -62,4 +65,5 @@ def greedy_reply(model_dir: Path, user: str, max_new_tokens: int = 8) -> str:
         return_dict=True,
     )
     output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return tokenizer.decode(output[0][inputs["input_ids"].shape[1] :])
+    reply: str = tokenizer.decode(output[0][inputs["input_ids"].shape[1] :])
+    return reply

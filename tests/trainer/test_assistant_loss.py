@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from trl.chat_template_utils import phi3_5_chat_template
@@ -12,6 +13,7 @@ from trl.chat_template_utils import phi3_5_chat_template
 from phi3_trainer.config import parse_args
 from phi3_trainer.preflight import load_tokenizer
 from phi3_trainer.train import build_trainer
+from tests.trainer.helpers import RunTrainer
 
 pytestmark = pytest.mark.slow
 
@@ -66,12 +68,13 @@ def test_labels_cover_only_assistant_replies(model_dir: Path, packing: str, tmp_
     else:
         assert batch["input_ids"].shape[0] == 2
 
-    loss = trainer.compute_loss(trainer.model, batch)
+    loss = trainer.compute_loss(trainer.model, batch)  # type: ignore[no-untyped-call]  # TRL's
     assert loss.isfinite() and loss > 0
 
 
-def _labelled_spans(tokenizer, input_ids: list[int], labels: list[int]) -> list[str]:
-    spans, current = [], []
+def _labelled_spans(tokenizer: Any, input_ids: list[int], labels: list[int]) -> list[str]:
+    spans: list[str] = []
+    current: list[int] = []
     for token, label in zip(input_ids, labels, strict=True):
         if label == -100 and current:
             spans.append(tokenizer.decode(current))
@@ -82,7 +85,7 @@ def _labelled_spans(tokenizer, input_ids: list[int], labels: list[int]) -> list[
 
 
 def test_unknown_template_stops_before_training(
-    tiny_phi3: Path, tmp_path: Path, run_trainer
+    tiny_phi3: Path, tmp_path: Path, run_trainer: RunTrainer
 ) -> None:
     custom = tmp_path / "custom"
     shutil.copytree(tiny_phi3, custom)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_reports_every_problem_with_file_and_line_and_keeps_the_valid(tmp_path: 
 
 
 def test_valid_records_are_normalised_to_messages_only(tmp_path: Path) -> None:
-    record = {
+    record: dict[str, Any] = {
         "prompt": "q",
         "prompt_id": "7",
         "messages": [msg("user", "q"), msg("assistant", "a")],

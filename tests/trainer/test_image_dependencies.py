@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ TRACKING_URI = (
 def _unsigned_jwt(expires_in_s: int) -> str:
     """A token shaped like the job's: azureml-mlflow reads its `exp` without verifying it."""
 
-    def part(value: dict[str, object]) -> str:
+    def part(value: Mapping[str, object]) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
     header, claims = {"alg": "HS256", "typ": "JWT"}, {"exp": int(time.time()) + expires_in_s}

@@ -28,7 +28,8 @@ from phi3_trainer.config import parse_args
 from phi3_training_rules import memory
 
 # Four layers, grouped-query attention (4 heads, 2 key-value heads), untied head.
-TINY = {
+# Any: Phi3Config's keyword arguments are of many types.
+TINY: dict[str, Any] = {
     "vocab_size": 320,
     "hidden_size": 64,
     "intermediate_size": 160,
@@ -51,7 +52,8 @@ def tiny_model(*, lora: bool, precision: str, attention: str = "sdpa") -> torch.
     config = Phi3Config(**TINY)
     config._attn_implementation = attention
     dtype = torch.bfloat16 if lora and precision == "bf16" else torch.float32
-    model = Phi3ForCausalLM(config).to(dtype)
+    model: Any = Phi3ForCausalLM(config)
+    model = model.to(dtype)
     model.config.use_cache = False
     add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
     if lora:
@@ -63,7 +65,8 @@ def tiny_model(*, lora: bool, precision: str, attention: str = "sdpa") -> torch.
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, adapters)
-    return model.train()
+    trained: torch.nn.Module = model.train()
+    return trained
 
 
 def setup_for(*, lora: bool, precision: str, **changes: Any) -> memory.TrainingSetup:
@@ -96,10 +99,12 @@ def forward(model: torch.nn.Module, precision: str, positions: torch.Tensor) -> 
     ids = torch.randint(
         1, TINY["vocab_size"], (1, TOKENS), generator=torch.Generator().manual_seed(1)
     )
-    causal_lm: Any = model.get_base_model() if hasattr(model, "get_base_model") else model
+    wrapped: Any = model  # a PeftModel or the model itself
+    causal_lm = wrapped.get_base_model() if hasattr(wrapped, "get_base_model") else wrapped
     with autocast(precision):
         out = causal_lm(input_ids=ids, position_ids=positions, labels=ids, fused_lm_head=True)
-    return out.loss
+    loss: torch.Tensor = out.loss
+    return loss
 
 
 def saved_bytes(model: torch.nn.Module, precision: str, positions: torch.Tensor) -> int:
@@ -191,7 +196,8 @@ def test_activations_are_what_autograd_keeps(
 @pytest.mark.parametrize(("lora", "precision"), [(False, "bf16"), (True, "bf16")])
 def test_checkpointed_layers_keep_only_their_inputs(lora: bool, precision: str) -> None:
     model = tiny_model(lora=lora, precision=precision)
-    base: Any = model.get_base_model() if lora else model
+    wrapped: Any = model
+    base = wrapped.get_base_model() if lora else wrapped
     # As the Trainer enables it (transformers activation_checkpointing_enable, non-reentrant).
     base.activation_checkpointing_enable({"use_reentrant": False})
     if lora:

@@ -18,7 +18,7 @@ from phi3_training_rules.attention import PACKED_VARLEN, choose
 
 # Grouped-query attention (4 query heads, 2 key/value heads) and a sliding window shorter than
 # the longest chat: both change what the per-chat path must compute.
-CONFIG = dict(
+CONFIG: dict[str, Any] = dict(
     vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
     sliding_window=24, pad_token_id=0, bos_token_id=1, eos_token_id=2,
@@ -33,7 +33,8 @@ def packed_row(chats: list[list[int]]) -> dict[str, torch.Tensor]:
     row = [token for chat in chats for token in chat]
     batch = collate([{"input_ids": row, "seq_lengths": [len(chat) for chat in chats]}])
     batch.pop("seq_idx")  # for linear-attention layers; Phi-3 has none
-    return batch
+    packed: dict[str, torch.Tensor] = batch
+    return packed
 
 
 def random_chats(seed: int) -> list[list[int]]:
@@ -44,7 +45,8 @@ def random_chats(seed: int) -> list[list[int]]:
 @pytest.fixture(scope="module")
 def model() -> Phi3ForCausalLM:
     torch.manual_seed(0)
-    return Phi3ForCausalLM(Phi3Config(**CONFIG)).train()
+    model: Phi3ForCausalLM = Phi3ForCausalLM(Phi3Config(**CONFIG)).train()
+    return model
 
 
 def forward(model: Phi3ForCausalLM, implementation: str, batch: dict[str, Any]) -> Any:

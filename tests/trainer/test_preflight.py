@@ -198,5 +198,5 @@ def test_text_parts_are_trained_as_the_server_reads_them(tmp_path: Path) -> None
         ],
     )
     (record,) = validate_chat_jsonl(path).records
-    served = ChatMessage(role="user", content=parts).as_template_input()
+    served = ChatMessage.model_validate({"role": "user", "content": parts}).as_template_input()
     assert record["messages"][0] == served == {"role": "user", "content": "Name a colour. Briefly."}

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.trainer.helpers import chat, write_jsonl
 
@@ -20,7 +21,7 @@ def prepare(repo_root: Path, *args: object) -> subprocess.CompletedProcess[str]:
     )
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 

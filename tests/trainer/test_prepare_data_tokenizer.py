@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from transformers import AutoTokenizer
 
@@ -32,7 +33,7 @@ def test_refuses_forged_turns_and_counts_tokens_as_the_trainer_does(
     ]
     written = (out / "train.jsonl").read_text().split("\n")  # not splitlines(): U+2028
     assert [json.loads(line) for line in written if line] == kept
-    tokenizer = AutoTokenizer.from_pretrained(tiny_phi3)
+    tokenizer: Any = AutoTokenizer.from_pretrained(tiny_phi3)
     lengths = [
         len(tokenizer.apply_chat_template(r["messages"], tokenize=True)["input_ids"]) for r in kept
     ]

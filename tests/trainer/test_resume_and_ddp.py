@@ -16,7 +16,7 @@ import pytest
 
 from phi3_rehearsal.ports import free_port
 from phi3_trainer.checkpoints import COMPLETE_FILE, newest_complete_checkpoint
-from tests.trainer.helpers import FAST_FLAGS, TRAINER_ENV, TRAINER_MODULE
+from tests.trainer.helpers import FAST_FLAGS, TRAINER_ENV, TRAINER_MODULE, RunTrainer
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,11 @@ MAX_STEPS = 40
 
 
 def test_sigkill_then_resume_auto_finishes_at_the_same_step(
-    tmp_path: Path, tiny_phi3: Path, next_number_file: Path, repo_root: Path, run_trainer
+    tmp_path: Path,
+    tiny_phi3: Path,
+    next_number_file: Path,
+    repo_root: Path,
+    run_trainer: RunTrainer,
 ) -> None:
     out = tmp_path / "out"
     args = ["--model_name_or_path", str(tiny_phi3), "--train_file", str(next_number_file),
@@ -118,7 +122,7 @@ def _files(folder: Path) -> dict[str, tuple[str, int]]:
 
 
 def test_a_finished_run_rerun_changes_nothing_and_a_final_checkpoint_trains_nothing_more(
-    tmp_path: Path, tiny_phi3: Path, next_number_file: Path, run_trainer
+    tmp_path: Path, tiny_phi3: Path, next_number_file: Path, run_trainer: RunTrainer
 ) -> None:
     out = tmp_path / "out"
     # 36 training examples pack into 2 rows of 128 tokens: 2 steps an epoch, so step 7 ends

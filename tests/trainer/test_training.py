@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from tests.trainer.helpers import (
     FAST_FLAGS,
     TRAINER_ENV,
     TRAINER_MODULE,
+    RunTrainer,
     chat,
     greedy_reply,
     write_jsonl,
@@ -31,7 +33,7 @@ PROMPTS = [
 
 
 def test_full_fine_tune_learns_a_prompt_dependent_pattern(
-    tmp_path: Path, tiny_phi3: Path, next_number_file: Path, run_trainer
+    tmp_path: Path, tiny_phi3: Path, next_number_file: Path, run_trainer: RunTrainer
 ) -> None:
     out = tmp_path / "out"
     validation = write_jsonl(tmp_path / "val.jsonl", [chat("What comes after 3?", "4")])
@@ -70,7 +72,7 @@ def test_full_fine_tune_learns_a_prompt_dependent_pattern(
 
 
 def test_lora_without_packing_learns_a_reply_and_writes_adapter_and_merged_model(
-    tmp_path: Path, tiny_phi3: Path, run_trainer
+    tmp_path: Path, tiny_phi3: Path, run_trainer: RunTrainer
 ) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [chat(p, "I am Phi.") for p in PROMPTS * 2])
     out = tmp_path / "out"
@@ -98,7 +100,7 @@ def test_lora_without_packing_learns_a_reply_and_writes_adapter_and_merged_model
     }
     base = AutoModelForCausalLM.from_pretrained(tiny_phi3)
     with_adapter = PeftModel.from_pretrained(base, out / "adapter")
-    tokenizer = AutoTokenizer.from_pretrained(out / "adapter")
+    tokenizer: Any = AutoTokenizer.from_pretrained(out / "adapter")
     inputs = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Hello there"}], add_generation_prompt=True,
         return_tensors="pt", return_dict=True,
@@ -111,7 +113,7 @@ def test_lora_without_packing_learns_a_reply_and_writes_adapter_and_merged_model
 
 
 def test_invalid_data_fails_before_the_model_is_loaded(
-    tmp_path: Path, tiny_phi3: Path, run_trainer
+    tmp_path: Path, tiny_phi3: Path, run_trainer: RunTrainer
 ) -> None:
     # Tokenizer but no weights: reaching the model load would fail with a different error.
     no_weights = tmp_path / "no-weights"
@@ -158,7 +160,7 @@ def test_logs_to_mlflow_in_one_run_within_the_parameter_limit(
 
 
 def test_early_stopping_merges_and_records_the_best_checkpoint(
-    tmp_path: Path, tiny_phi3: Path, next_number_file: Path, run_trainer
+    tmp_path: Path, tiny_phi3: Path, next_number_file: Path, run_trainer: RunTrainer
 ) -> None:
     out = tmp_path / "out"
     # A learning rate this high overfits the 8 held-out examples within a few evaluations.
@@ -188,7 +190,7 @@ def test_early_stopping_merges_and_records_the_best_checkpoint(
 
 
 def test_a_chat_template_file_not_named_jinja_is_used(
-    tmp_path: Path, tiny_phi3: Path, next_number_file: Path, run_trainer
+    tmp_path: Path, tiny_phi3: Path, next_number_file: Path, run_trainer: RunTrainer
 ) -> None:
     # TRL reads only *.jinja / *.j2 paths as templates and took this one for a tokenizer to
     # clone, failing after the model loaded.

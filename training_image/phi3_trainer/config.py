@@ -179,7 +179,7 @@ class TrainerConfig(SFTConfig):
             self.fp16 = self.fp16 or (cuda and not self.bf16)
         if self.early_stopping_patience is not None and self.eval_strategy != "no":
             self._checkpoint_every_evaluation()  # with "no": refused by flag_rules
-        super().__post_init__()
+        super().__post_init__()  # type: ignore[no-untyped-call]  # inherited, unannotated in transformers
 
     def _checkpoint_every_evaluation(self) -> None:
         """Early stopping keeps the best evaluation's weights: each evaluation needs a checkpoint.

@@ -135,7 +135,10 @@ def load_model_config(script: ScriptArguments, config: TrainerConfig) -> Pretrai
                 f"{flag}: no such folder (and not a Hub model id, which is name or org/name)"
             ) from None
     try:
-        return AutoConfig.from_pretrained(name, trust_remote_code=config.trust_remote_code)
+        loaded: PretrainedConfig = AutoConfig.from_pretrained(
+            name, trust_remote_code=config.trust_remote_code
+        )
+        return loaded
     except (OSError, ValueError) as error:
         if path.exists():
             raise SetupError(f"{flag}: config.json cannot be read: {_first_line(error)}") from None
@@ -212,7 +215,7 @@ def empty_model(
     flag = f"--model_name_or_path {script.model_name_or_path}"
     with init_empty_weights():
         try:
-            model = AutoModelForCausalLM.from_config(
+            model: PreTrainedModel = AutoModelForCausalLM.from_config(
                 model_config,
                 dtype=model_dtype(script, config),
                 trust_remote_code=config.trust_remote_code,

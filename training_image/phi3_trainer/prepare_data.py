@@ -234,35 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=2048, help="tokens (with --tokenizer)")
     parser.add_argument("--on-invalid", choices=("fail", "drop"), default="fail")
     args = parser.parse_args(argv)
-    if not 0 <= args.validation_fraction < 1:
-        parser.error(f"--validation-fraction must be in [0, 1), got {args.validation_fraction}")
-    missing = [str(p) for p in args.inputs if not p.is_file()]
-    if missing:
-        parser.error(f"input file(s) not found: {', '.join(missing)}")
-    unsupported = [str(p) for p in args.inputs if p.suffix.lower() not in SUFFIXES]
-    if unsupported:
-        parser.error(f"unsupported file type: {', '.join(unsupported)} (use .jsonl, .csv or .json)")
-
-    encode, find_special_tokens = (
-        tokenizer_checks(args.tokenizer) if args.tokenizer else (None, None)
-    )
-    report = ValidationReport()
-    by_index: set[str] = set()  # files whose problems are located by array index
-    for path in args.inputs:
-        source = read_records(path)
-        rows = ((n, to_chat(row, args.system_prompt)) for n, row in source.rows)
-        report.extend(
-            validate_records(
-                rows,
-                str(path),
-                encode=encode,
-                max_length=args.max_length,
-                find_special_tokens=find_special_tokens,
-            )
-        )
-        if source.by_index:
-            by_index.add(str(path))
-    print_problems(report.problems, by_index)
+    _check_arguments(parser, args)
+    report = _validated(args)
     if report.problems and args.on_invalid == "fail":
         return 1
     records, duplicates = deduplicate(report.records)
@@ -293,6 +266,44 @@ def main(argv: list[str] | None = None) -> int:
         summary["token_length"] = percentiles(report.token_counts)
     print(json.dumps(summary))
     return 0
+
+
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with usage (2) on a fraction out of range, a missing input or an unknown type."""
+    if not 0 <= args.validation_fraction < 1:
+        parser.error(f"--validation-fraction must be in [0, 1), got {args.validation_fraction}")
+    missing = [str(p) for p in args.inputs if not p.is_file()]
+    if missing:
+        parser.error(f"input file(s) not found: {', '.join(missing)}")
+    unsupported = [str(p) for p in args.inputs if p.suffix.lower() not in SUFFIXES]
+    if unsupported:
+        parser.error(f"unsupported file type: {', '.join(unsupported)} (use .jsonl, .csv or .json)")
+
+
+def _validated(args: argparse.Namespace) -> ValidationReport:
+    """Every input's records as chats, validated (with the tokenizer's checks when given), their
+    problems printed."""
+    encode, find_special_tokens = (
+        tokenizer_checks(args.tokenizer) if args.tokenizer else (None, None)
+    )
+    report = ValidationReport()
+    by_index: set[str] = set()  # files whose problems are located by array index
+    for path in args.inputs:
+        source = read_records(path)
+        rows = ((n, to_chat(row, args.system_prompt)) for n, row in source.rows)
+        report.extend(
+            validate_records(
+                rows,
+                str(path),
+                encode=encode,
+                max_length=args.max_length,
+                find_special_tokens=find_special_tokens,
+            )
+        )
+        if source.by_index:
+            by_index.add(str(path))
+    print_problems(report.problems, by_index)
+    return report
 
 
 def print_problems(problems: list[Problem], by_index: set[str]) -> None:

@@ -104,7 +104,7 @@ def configure(script: ScriptArguments, config: TrainerConfig) -> None:
     config.fsdp_config = fsdp_config(checkpointing)
     # TrainingArguments.__post_init__ turned fsdp/fsdp_config into accelerate's plugin arguments
     # already (fsdp_plugin_args, read when the Trainer creates its Accelerator): build them again.
-    config.fsdp_plugin_args = config._process_fsdp_args()
+    config.fsdp_plugin_args = config._process_fsdp_args()  # type: ignore[no-untyped-call]  # inherited, unannotated in transformers
     # The model loads before the Trainer builds the plugin that would export these (accelerate
     # FullyShardedDataParallelPlugin.__post_init__); with both set, transformers reads the weights
     # on local rank 0 only (transformers distributed/fsdp.py is_fsdp_enabled, modeling_utils).

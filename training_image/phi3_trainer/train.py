@@ -380,7 +380,7 @@ def write_outputs(
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     run = {
         "script_args": asdict(script),
-        "training_args": config.to_dict(),
+        "training_args": config.to_dict(),  # type: ignore[no-untyped-call]  # inherited, unannotated in transformers
         "seed": config.seed,
         "assistant_only_loss": config.assistant_only_loss,
         "resumed_from": str(resume_from) if resume_from else None,
