@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +12,7 @@ from phi3_infra.cli.plan import plan_stack
 from phi3_infra.offline import SUBSCRIPTION_ID, TENANT_ID, OfflineRun, PlannedResource
 from phi3_infra.rbac import BuiltInRole
 from tests.fakes.azure_rules import FakeAzure
+from tests.imports import run_and_list_modules
 from tests.infra.conftest import plan_in_azure
 
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
@@ -225,16 +224,7 @@ def test_each_example_stack_plans_in_its_region(
 
 def test_program_does_not_import_the_training_or_serving_stack(repo_root: Path) -> None:
     """`pulumi up` installs infra/requirements.txt only: the program must not need more."""
-    probe = "import sys, phi3_infra.program; print(' '.join(sys.modules))"
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        env={"PATH": ""},
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    loaded = {name.split(".")[0] for name in result.stdout.split()}
+    _, loaded = run_and_list_modules("import phi3_infra.program", repo_root)
     assert {"pulumi", "pulumi_azure_native", "pydantic", "phi3_training_rules"} <= loaded
     heavy = {"torch", "transformers", "trl", "peft", "fastapi", "pulumi_policy"}
     assert not loaded & (heavy | {"phi3_trainer", "phi3_server", "phi3_rehearsal", "phi3_policy"})

@@ -3,14 +3,13 @@ with a bearer token (shared keys are off) and registered as a data asset."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from phi3_infra.data import DataError, upload_blob
 from tests.fakes.arm_pipeline import PipelineArm
+from tests.imports import run_and_list_modules
 from tests.pipeline.conftest import Plan
 
 
@@ -110,23 +109,14 @@ def test_validation_runs_in_the_programs_own_environment(repo_root: Path) -> Non
     """`pulumi up` has no torch: the trainer's validator (the shared rules package) must load
     without it."""
     probe = (
-        "import sys; from phi3_infra.config import parse_stack_config; "
+        "from phi3_infra.config import parse_stack_config; "
         "from phi3_infra.data import validate_data; "
         "config = parse_stack_config({'location': 'eastus2', 'owner': 'o', "
         "'expiresOn': '2027-01-01', 'stages': ['infra', 'train'], "
         "'trainingData': 'scripts/data/capitals_chat.jsonl'}); "
-        "print(validate_data(config)[0].records); print(' '.join(sys.modules))"
+        "print(validate_data(config)[0].records)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        env={"PATH": ""},
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    records, modules = result.stdout.splitlines()
-    assert records == "240"
-    loaded = {name.split(".")[0] for name in modules.split()}
+    printed, loaded = run_and_list_modules(probe, repo_root)
+    assert printed == ["240"]
     assert "phi3_training_rules" in loaded and "phi3_trainer" not in loaded
     assert not loaded & {"torch", "transformers", "trl", "datasets"}
