@@ -12,11 +12,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${1:-python3}
+# The repository's packages are not installed there: the server and the bench's helpers
+# (phi3_rehearsal.ports, phi3_rehearsal.tiny_phi3) run from the checkout.
+export PYTHONPATH=serving_image:rehearsal${PYTHONPATH:+:$PYTHONPATH}
 
 "$PYTHON" - <<'CHECK'
 import importlib, sys
 missing = [m for m in ("torch", "transformers", "fastapi", "uvicorn", "pydantic_settings",
-                       "prometheus_client", "openai", "httpx", "tokenizers", "peft", "jinja2")
+                       "prometheus_client", "openai", "httpx", "tokenizers", "peft", "jinja2",
+                       "phi3_server", "phi3_rehearsal.tiny_phi3")
            if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"missing modules: {', '.join(missing)} (install serving_image/requirements.txt)")

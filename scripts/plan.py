@@ -1,6 +1,7 @@
 """`python scripts/plan.py`: the offline plan.
 
-A thin wrapper: the code and its usage are phi3_infra.cli.plan (installed entry point `phi3-plan`).
+A thin wrapper: the code and its usage are phi3_infra.cli.plan (the dev venv's; it needs the policy
+rules, phi3-infra's `tools` extra).
 """
 
 import sys

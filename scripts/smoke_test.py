@@ -1,7 +1,7 @@
 """`python scripts/smoke_test.py`: one chat against a deployed endpoint.
 
-A thin wrapper: the code and its usage are phi3_infra.cli.smoke_test (installed entry point
-`phi3-smoke-test`).
+A thin wrapper: the code and its usage are phi3_infra.cli.smoke_test (the dev venv's; it needs the
+openai client, phi3-infra's `tools` extra).
 """
 
 import sys

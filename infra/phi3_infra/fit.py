@@ -12,8 +12,9 @@ not a refusal.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
+from typing import Protocol
 
 from phi3_infra.config import ConfigError, StackConfig, config_key
 from phi3_infra.trainer_flags import flag_word, parsed_values, trainer_defaults
@@ -149,8 +150,14 @@ def _what_would_fit(
             return
 
 
+class _FirstFit(Protocol):
+    def __call__(
+        self, changes: Mapping[str, object], processes: int = ..., size: str = ...
+    ) -> str | None: ...
+
+
 def _more_gpus(
-    first_fit: Callable[..., str | None], setup: TrainingSetup, gpus_per_node: int
+    first_fit: _FirstFit, setup: TrainingSetup, gpus_per_node: int
 ) -> tuple[int, str] | None:
     """The fewest processes, a node's GPUs at a time, at which full fine-tuning sharded over
     them fits (with its numbers), up to _MAX_PROCESSES."""

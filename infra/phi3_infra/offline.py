@@ -1,8 +1,9 @@
 """Run the real program under Pulumi's mocks: no CLI, no credentials, no Azure.
 
-Shared by `scripts/plan.py` and the tests. The mocks answer like ARM would for the fields the
-program reads back (ids, names, principal ids, login servers); everything else echoes the inputs,
-so the recorded resources show exactly what `pulumi up` would send.
+Shared by the offline plan (phi3_infra.cli.plan), the rehearsal and the tests. The mocks answer
+like ARM would for the fields the program reads back (ids, names, principal ids, login servers);
+everything else echoes the inputs, so the recorded resources show exactly what `pulumi up` would
+send.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from phi3_policy import POLICIES, check, validation_args
 
 from phi3_infra.cli.plan import check_policies
 from phi3_infra.offline import OfflineRun
+from phi3_policy import POLICIES, check, validation_args
 
 TAGS = {"project": "p", "stack": "s", "owner": "o", "expiresOn": "2027-01-31"}
 GOOD_STORAGE = {

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from phi3_infra.data import DataError, upload_blob
+from phi3_infra.offline import OfflineRun
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.imports import run_and_list_modules
 from tests.pipeline.conftest import Plan
@@ -45,7 +46,7 @@ def test_relative_paths_are_read_from_the_project_folder(plan: Plan) -> None:
     assert description == f"240 chat records, sha256 {upload['sha256']}"
 
 
-def test_data_goes_to_a_private_container_and_an_asset(full_run) -> None:  # type: ignore[no-untyped-def]
+def test_data_goes_to_a_private_container_and_an_asset(full_run: OfflineRun) -> None:
     container = full_run.named("data-container").inputs
     assert container["publicAccess"] == "None"
     upload = full_run.named("train-data-upload").inputs

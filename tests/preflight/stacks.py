@@ -34,9 +34,9 @@ def request(
     regions: tuple[str, ...] = ("eastus2",),
     skus: tuple[str, ...] = (NC24, H100_40),
     training_nodes: int = 1,
-    **extra: object,
+    **extra: Any,
 ) -> PreflightRequest:
-    return PreflightRequest(SUBSCRIPTION_ID, regions, skus, training_nodes, **extra)  # type: ignore[arg-type]
+    return PreflightRequest(SUBSCRIPTION_ID, regions, skus, training_nodes, **extra)
 
 
 def serving(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from phi3_infra.images import context_files
 from phi3_infra.training import trainer_command
 from phi3_rehearsal.images import IMAGES
 from tests.dockerfiles import arguments, conda_python, local_packages
@@ -79,3 +80,13 @@ def test_hadolint_passes_and_only_the_package_is_sent() -> None:
         "*", "!requirements.txt", "!constraints.txt", "!phi3_trainer/",
         "!rules/pyproject.toml", "!rules/phi3_training_rules/",
     ]  # fmt: skip
+
+
+def test_the_build_context_sends_the_rules_package_and_not_the_developer_tools() -> None:
+    # What `docker build` (and the image's content tag, which names the training job) sees.
+    sent = context_files(IMAGE)
+    assert {"rules/pyproject.toml", "rules/phi3_training_rules/memory.py"} <= set(sent)
+    assert "phi3_trainer/train.py" in sent
+    tools = {"phi3_trainer/prepare_data.py", "phi3_trainer/flag_table.py"}
+    assert not tools & set(sent)
+    assert not [path for path in sent if ".egg-info" in path or path.startswith("rules/build/")]

@@ -1,6 +1,6 @@
 """The data checks that need the tokenizer: its special tokens in a text, a conversation's tokens.
 
-Both take the tokenizer as loaded, for the trainer and for scripts/prepare_data.py alike;
+Both take the tokenizer as loaded, for the trainer and for its data tool (prepare_data.py) alike;
 :mod:`phi3_training_rules.data_validation` applies them line by line.
 
 Tokenize once: :func:`chat_encoder` tokenizes a conversation exactly as TRL's SFTTrainer would

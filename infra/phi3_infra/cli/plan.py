@@ -19,8 +19,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from phi3_policy import Violation, check_all, validation_args
-
 from phi3_infra.config import ConfigError
 from phi3_infra.data import DataError
 from phi3_infra.images import ImageContextError
@@ -42,6 +40,7 @@ from phi3_infra.program import (
 )
 from phi3_infra.rbac import BuiltInRole
 from phi3_infra.stack_files import stack_file_config
+from phi3_policy import Violation, check_all, validation_args
 
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
 DYNAMIC = "pulumi-python:dynamic:Resource"
