@@ -35,6 +35,7 @@ from typing import Any
 from dockerfile_parse import DockerfileParser
 from dockerfile_parse.util import WordSplitter, extract_key_values
 
+from phi3_infra.images import context_files
 from phi3_rehearsal.venvs import REPO_ROOT, cached_venv, pip
 
 # moby/moby docs/sources/reference/run.md, "ENV (environment variables)": Docker sets PATH to
@@ -75,13 +76,11 @@ class Image:
     @property
     def inputs(self) -> list[Path]:
         """All that the image's venv is built from: requirements.txt, constraints.txt and the
-        local packages' files."""
+        local packages' files, as the build context sends them."""
         local = [
-            path
-            for folder in self.local_packages
-            for path in sorted((self.folder / folder).rglob("*"))
-            if path.suffix in (".py", ".toml")
-            and "build" not in path.relative_to(self.folder).parts
+            self.folder / sent
+            for sent in context_files(self.folder)
+            if sent.split("/", 1)[0] in self.local_packages
         ]
         return [*self.requirements, *local]
 

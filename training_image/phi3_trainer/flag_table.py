@@ -15,7 +15,6 @@ import json
 import typing
 from typing import Any
 
-from phi3_trainer.config import make_parser
 from phi3_training_rules.flag_rules import CONFLICT_FLAGS
 from phi3_training_rules.memory import FLAGS as MEMORY_FLAGS
 
@@ -90,6 +89,5 @@ def flag_table(parser: argparse.ArgumentParser) -> dict[str, Any]:
     return {"about": _HEADER, "flags": flags}
 
 
-def render(parser: argparse.ArgumentParser | None = None) -> str:
-    """The table's JSON text, of the trainer's own parser unless another is given."""
-    return json.dumps(flag_table(parser or make_parser()), indent=2) + "\n"
+def render(parser: argparse.ArgumentParser) -> str:
+    return json.dumps(flag_table(parser), indent=2) + "\n"

@@ -5,12 +5,12 @@
 
 `destroy` asks the Pulumi CLI (logged in to the stacks' backend) for the stacks
 (`pulumi stack ls`, or only those given with --stack) and each one's expiresOn
-(`pulumi config get`); for each expired one it runs `pulumi destroy --yes`, then
-`scripts/teardown_audit.py --stack S`. A stack whose expiresOn cannot be read is reported and
-left alone. `check` reads `Pulumi.<S>.yaml` and fails for an expired stack, so that CI does not
-`pulumi up` again what the expiry job took down. A stack is expired once its expiresOn is before
-today in UTC (phi3_infra/expiry.py). Signs in as `pulumi` and the audit do (infra/README.md,
-"CI/CD").
+(`pulumi config get`); for each expired one it runs `pulumi destroy --yes`, then the teardown
+audit (`python -m phi3_infra.cli.teardown_audit --stack S`). A stack whose expiresOn cannot be
+read is reported and left alone. `check` reads `Pulumi.<S>.yaml` and fails for an expired stack,
+so that CI does not `pulumi up` again what the expiry job took down. A stack is expired once its
+expiresOn is before today in UTC (phi3_infra/expiry.py). Signs in as `pulumi` and the audit do
+(infra/README.md, "CI/CD").
 
 Exit codes: 0 nothing needs a person (expired stacks destroyed and audited clean; `check`: the
 stack is live); 1 a destroy failed or an audit found leftovers or could not check (`check`: the
