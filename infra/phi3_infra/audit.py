@@ -31,13 +31,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from phi3_infra.api_versions import KEY_VAULT_API_VERSION, ML_API_VERSION, PROVIDERS_API_VERSION
 from phi3_infra.arm import ArmClient, ArmNotFoundError
 from phi3_infra.config import StackConfig
 from phi3_infra.naming import SUBSCRIPTION_GUID, StackNames, stack_names
 from phi3_infra.preflight import (
-    KEY_VAULT_API_VERSION,
-    ML_API_VERSION,
-    PROVIDERS_API_VERSION,
     deleted_vault_blockers,
     deleted_workspace_blockers,
 )

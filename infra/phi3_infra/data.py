@@ -23,6 +23,7 @@ import requests
 from pulumi_azure_native import machinelearningservices as ml
 from pulumi_azure_native import storage
 
+from phi3_infra.api_versions import BLOB_API_VERSION
 from phi3_infra.config import StackConfig
 from phi3_infra.dynamic import replace_when_changed
 from phi3_infra.immutable import asset_version_options
@@ -34,7 +35,6 @@ from phi3_training_rules.data_validation import validate_chat_jsonl
 
 DATA_CONTAINER = "training-data"
 STORAGE_SCOPE = "https://storage.azure.com/.default"
-BLOB_API_VERSION = "2023-11-03"
 # A fresh role assignment for the deploying identity takes minutes to reach the data plane.
 _RBAC_PROPAGATION_S = 600
 _RETRY_INTERVAL_S = 15

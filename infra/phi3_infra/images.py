@@ -30,6 +30,7 @@ import pulumi
 import pulumi.dynamic
 import requests
 
+from phi3_infra.api_versions import ACR_BUILD_API_VERSION
 from phi3_infra.arm import ArmClient, ArmError, client_from_environment
 from phi3_infra.config import ImageBuild, StackConfig, Stage
 from phi3_infra.dynamic import replace_when_changed
@@ -41,7 +42,6 @@ from phi3_infra.serving_gpus import serving_gpu
 from phi3_infra.waiting import OperationFailed, Poll, poll_until_terminal
 
 TAG_LENGTH = 16
-ACR_API_VERSION = "2019-06-01-preview"
 ACR_RUN_SUCCEEDED = frozenset({"Succeeded"})
 ACR_RUN_FAILED = frozenset({"Failed", "Canceled", "Error", "Timeout"})
 _BUILD_TIMEOUT_S = 3600
@@ -351,7 +351,7 @@ def run_registry_build(
     build_args: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Upload the context, schedule an ACR build-and-push run, and wait for it to succeed."""
-    upload = client.post_json(f"{registry_id}/listBuildSourceUploadUrl", ACR_API_VERSION)
+    upload = client.post_json(f"{registry_id}/listBuildSourceUploadUrl", ACR_BUILD_API_VERSION)
     upload_build_source(upload["uploadUrl"], context_archive(context))
     # DockerBuildRequest `arguments`, "override arguments to be used when executing the run":
     # Argument {name, value, isSecret} (containerregistry_build.json 2019-06-01-preview;
@@ -366,7 +366,7 @@ def run_registry_build(
     # CLI reads it (azure-cli containerapp `_utils.py`: LongRunningOperation(begin_schedule_run)).
     run = client.post_and_wait(
         f"{registry_id}/scheduleRun",
-        ACR_API_VERSION,
+        ACR_BUILD_API_VERSION,
         poll,
         f"scheduling the registry build of {image}",
         {
@@ -393,7 +393,7 @@ def run_registry_build(
     final = poll_until_terminal(
         client,
         f"{registry_id}/runs/{run_id}",
-        ACR_API_VERSION,
+        ACR_BUILD_API_VERSION,
         ACR_RUN_SUCCEEDED | ACR_RUN_FAILED,
         poll,
         f"registry build {run_id} of {image}",

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import re
 
+from phi3_infra.api_versions import ML_API_VERSION
 from phi3_infra.arm import ArmClient, ArmNotFoundError
 from phi3_infra.serving import ServedModel
-from phi3_infra.waiting import ML_API_VERSION
 
 # A deployment's `model` (ManagedOnlineDeployment, ML REST spec): the model version's ARM id, as
 # serving.py sends it, or the `azureml:<name>:<version>` short form the CLI and studio accept.

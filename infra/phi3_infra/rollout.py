@@ -34,11 +34,12 @@ import pulumi.dynamic
 import requests
 from azure.core.exceptions import ClientAuthenticationError
 
+from phi3_infra.api_versions import ML_API_VERSION
 from phi3_infra.arm import ArmClient, client_from_environment
 from phi3_infra.config import EndpointAuthMode
 from phi3_infra.credentials import credential_from_environment
 from phi3_infra.dynamic import replace_when_changed
-from phi3_infra.waiting import ML_API_VERSION, Poll, poll_until_terminal
+from phi3_infra.waiting import Poll, poll_until_terminal
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 MODEL_ERROR_STATUS = "ms-azureml-model-error-statuscode"

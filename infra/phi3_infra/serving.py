@@ -41,13 +41,14 @@ import pulumi
 import pulumi.dynamic
 from pulumi_azure_native import machinelearningservices as ml
 
+from phi3_infra.api_versions import ML_API_VERSION
 from phi3_infra.arm import ArmClient, ArmNotFoundError, client_from_environment
 from phi3_infra.config import EndpointAuthMode, StackConfig
 from phi3_infra.dynamic import replace_when_changed
 from phi3_infra.identity import runs_as
 from phi3_infra.immutable import asset_version_options
 from phi3_infra.rollout import RolloutCheck
-from phi3_infra.waiting import ML_API_VERSION, OperationFailed, Poll, poll_until_terminal
+from phi3_infra.waiting import OperationFailed, Poll, poll_until_terminal
 
 SERVER_ENVIRONMENT = "phi3-server"
 DEPLOYMENT_PREFIX = "phi3-"

@@ -50,12 +50,15 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
+from phi3_infra.api_versions import (
+    KEY_VAULT_API_VERSION,
+    LOG_ANALYTICS_API_VERSION,
+    ML_API_VERSION,
+)
 from phi3_infra.arm import ArmClient, ArmNotFoundError, Poll, client_from_environment
 from phi3_infra.dynamic import replace_when_changed
-from phi3_infra.waiting import ML_API_VERSION, cancel_job
+from phi3_infra.waiting import cancel_job
 
-KEY_VAULT_API_VERSION = "2023-07-01"
-LOG_ANALYTICS_API_VERSION = "2025-07-01"
 # Deleting a workspace or stopping a job takes minutes; the bounds keep a stuck one from
 # hanging the destroy.
 WORKSPACE_DELETE_POLL = Poll(timeout_s=1800, interval_s=15)

@@ -41,6 +41,7 @@ import pulumi.dynamic
 from pulumi_azure_native import authorization
 from pulumi_azure_native import machinelearningservices as ml
 
+from phi3_infra.api_versions import ML_API_VERSION
 from phi3_infra.arm import ArmClient, ArmNotFoundError, client_from_environment
 from phi3_infra.config import StackConfig
 from phi3_infra.data import DataFile
@@ -53,7 +54,6 @@ from phi3_infra.trainer_flags import TrainerArg, command_words
 from phi3_infra.waiting import (
     JOB_FAILED,
     JOB_SUCCEEDED,
-    ML_API_VERSION,
     Poll,
     job_error,
     studio_link,

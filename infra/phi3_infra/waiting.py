@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from phi3_infra.api_versions import ML_API_VERSION
 from phi3_infra.arm import (
     ArmAuthError,
     ArmClient,
@@ -25,7 +26,6 @@ from phi3_infra.arm import (
 )
 
 __all__ = [
-    "ML_API_VERSION",
     "OperationFailed",
     "OperationTimedOut",
     "Poll",
@@ -34,7 +34,6 @@ __all__ = [
     "wait_for_job",
 ]
 
-ML_API_VERSION = "2024-10-01"
 STUDIO_URL = "https://ml.azure.com"
 # Azure ML job statuses after which nothing changes any more.
 JOB_SUCCEEDED = frozenset({"Completed"})

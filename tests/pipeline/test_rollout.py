@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from phi3_infra import offline, rollout, serving
+from phi3_infra.api_versions import ML_API_VERSION
 from phi3_infra.arm import ArmClient
 from phi3_infra.config import config_from_flat
 from phi3_infra.naming import stack_names
@@ -30,7 +31,6 @@ from phi3_infra.program import check_inputs, nothing_served, preflight_request, 
 from phi3_infra.rollout import RolloutFailed, _RolloutCheckProvider
 from phi3_infra.serving import ServedModel, _EndpointTrafficProvider, deployment_name
 from phi3_infra.stack_files import PROJECT
-from phi3_infra.waiting import ML_API_VERSION
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_rollout import RolloutArm
 from tests.fakes.arm_server import TOKEN, FakeArm
