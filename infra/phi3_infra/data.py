@@ -25,7 +25,7 @@ from pulumi_azure_native import storage
 
 from phi3_infra.api_versions import BLOB_API_VERSION
 from phi3_infra.config import StackConfig
-from phi3_infra.dynamic import replace_when_changed
+from phi3_infra.dynamic import Step
 from phi3_infra.immutable import asset_version_options
 from phi3_infra.line_endings import read_as_sent
 from phi3_infra.paths import project_path
@@ -132,16 +132,13 @@ def _storage_token() -> str:
     return str(credential_from_environment().get_token(STORAGE_SCOPE).token)
 
 
-class _BlobUploadProvider(pulumi.dynamic.ResourceProvider):
+class _BlobUploadProvider(Step):
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         # The bytes the data hash (and so the blob name and data version) was computed over.
         upload_blob(props["url"], read_as_sent(Path(props["path"])), _storage_token)
         return pulumi.dynamic.CreateResult(id_=props["url"], outs=props)
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        return replace_when_changed(olds, news, ("url",))
+    replaced_by = ("url",)
 
 
 class BlobUpload(pulumi.dynamic.Resource):

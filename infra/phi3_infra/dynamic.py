@@ -1,21 +1,37 @@
-"""Shared by the dynamic resources: steps `pulumi up` runs through the ARM client."""
+"""What the dynamic steps share: steps `pulumi up` runs through the ARM client.
+
+Each step is a `Step` provider: it names the inputs whose change redoes it (a replacement: the
+old step's delete runs, then the new one's create) and those its `update` applies in place; a
+change of any other input is no change. Its inputs arrive as the engine's plain dict, read into
+the step's dataclass with `inputs_of`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pulumi.dynamic
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
-def replace_when_changed(
-    olds: Mapping[str, Any],
-    news: Mapping[str, Any],
-    keys: Sequence[str],
-    updated: Sequence[str] = (),
-) -> pulumi.dynamic.DiffResult:
-    """A step is redone (replaced) when what it acts on changes, and only then; a change of an
-    `updated` key is applied in place (the provider's update)."""
-    replaced = [key for key in keys if olds.get(key) != news.get(key)]
-    changed = replaced + [key for key in updated if olds.get(key) != news.get(key)]
-    return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=replaced)
+_Inputs = TypeVar("_Inputs", bound="DataclassInstance")
+
+
+class Step(pulumi.dynamic.ResourceProvider):
+    replaced_by: ClassVar[tuple[str, ...]] = ()
+    updated_by: ClassVar[tuple[str, ...]] = ()
+
+    def diff(
+        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.DiffResult:
+        replaced = [key for key in self.replaced_by if olds.get(key) != news.get(key)]
+        updated = [key for key in self.updated_by if olds.get(key) != news.get(key)]
+        return pulumi.dynamic.DiffResult(changes=bool(replaced or updated), replaces=replaced)
+
+
+def inputs_of(props: Mapping[str, Any], kind: type[_Inputs]) -> _Inputs:
+    """The step's dataclass from its stored inputs (outputs the step added are left out)."""
+    return kind(**{field.name: props[field.name] for field in fields(kind)})

@@ -33,7 +33,7 @@ import requests
 from phi3_infra.api_versions import ACR_BUILD_API_VERSION
 from phi3_infra.arm import ArmClient, ArmError, client_from_environment
 from phi3_infra.config import ImageBuild, StackConfig, Stage
-from phi3_infra.dynamic import replace_when_changed
+from phi3_infra.dynamic import Step
 from phi3_infra.line_endings import read_as_sent
 from phi3_infra.paths import SERVER_CONTEXT, TRAINER_CONTEXT
 from phi3_infra.rbac import BuiltInRole, Deployer, assign_to_deployer
@@ -420,7 +420,7 @@ class RegistryBuildInputs:
     build_args: dict[str, str]  # the tag names their values: a change is a new image
 
 
-class _RegistryBuildProvider(pulumi.dynamic.ResourceProvider):
+class _RegistryBuildProvider(Step):
     """Builds in the registry on create; a new tag (new content) replaces the resource."""
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
@@ -437,10 +437,7 @@ class _RegistryBuildProvider(pulumi.dynamic.ResourceProvider):
             id_=props["reference"], outs={**props, "runId": run["properties"]["runId"]}
         )
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        return replace_when_changed(olds, news, ("registry_id", "image"))
+    replaced_by = ("registry_id", "image")
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         """Images stay in the registry until the registry goes; nothing billable remains."""

@@ -38,7 +38,7 @@ from phi3_infra.api_versions import ML_API_VERSION
 from phi3_infra.arm import ArmClient, client_from_environment
 from phi3_infra.config import EndpointAuthMode
 from phi3_infra.credentials import credential_from_environment
-from phi3_infra.dynamic import replace_when_changed
+from phi3_infra.dynamic import Step
 from phi3_infra.waiting import Poll, poll_until_terminal
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
@@ -202,7 +202,7 @@ def check_rollout(client: ArmClient, target: RolloutTarget, poll: Poll) -> str:
     return reply
 
 
-class _RolloutCheckProvider(pulumi.dynamic.ResourceProvider):
+class _RolloutCheckProvider(Step):
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         target = RolloutTarget(
             deployment_id=props["deployment_id"],
@@ -215,11 +215,8 @@ class _RolloutCheckProvider(pulumi.dynamic.ResourceProvider):
             )
         return pulumi.dynamic.CreateResult(id_=target.deployment_id, outs=props)
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        # One check per deployment: a deployment that serves already is not checked again.
-        return replace_when_changed(olds, news, ("deployment_id",))
+    # One check per deployment: a deployment that serves already is not checked again.
+    replaced_by = ("deployment_id",)
 
 
 class RolloutCheck(pulumi.dynamic.Resource):

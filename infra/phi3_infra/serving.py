@@ -44,7 +44,7 @@ from pulumi_azure_native import machinelearningservices as ml
 from phi3_infra.api_versions import ML_API_VERSION
 from phi3_infra.arm import ArmClient, ArmNotFoundError, client_from_environment
 from phi3_infra.config import EndpointAuthMode, StackConfig
-from phi3_infra.dynamic import replace_when_changed
+from phi3_infra.dynamic import Step
 from phi3_infra.identity import runs_as
 from phi3_infra.immutable import asset_version_options
 from phi3_infra.rollout import RolloutCheck
@@ -308,7 +308,7 @@ def set_endpoint_traffic(
     return dict(final)
 
 
-class _EndpointTrafficProvider(pulumi.dynamic.ResourceProvider):
+class _EndpointTrafficProvider(Step):
     def _apply(self, props: dict[str, Any], traffic: dict[str, int]) -> None:
         with client_from_environment() as client:
             set_endpoint_traffic(
@@ -329,10 +329,8 @@ class _EndpointTrafficProvider(pulumi.dynamic.ResourceProvider):
         self._apply(news, {news["deployment_name"]: 100})
         return pulumi.dynamic.UpdateResult(outs=news)
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        return replace_when_changed(olds, news, ("endpoint_id",), updated=("deployment_name",))
+    replaced_by = ("endpoint_id",)
+    updated_by = ("deployment_name",)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         # An endpoint that is already gone took its traffic with it.

@@ -56,7 +56,7 @@ from phi3_infra.api_versions import (
     ML_API_VERSION,
 )
 from phi3_infra.arm import ArmClient, ArmNotFoundError, Poll, client_from_environment
-from phi3_infra.dynamic import replace_when_changed
+from phi3_infra.dynamic import Step, inputs_of
 from phi3_infra.waiting import cancel_job
 
 # Deleting a workspace or stopping a job takes minutes; the bounds keep a stuck one from
@@ -145,25 +145,18 @@ def _soft_deleted(client: ArmClient, subscription_id: str) -> set[str]:
     return {str(item.get("name", "")).lower() for item in listing}
 
 
-def _targets(props: dict[str, Any], kind: type[Any]) -> Any:
-    return kind(**{key: props[key] for key in kind.__dataclass_fields__})
-
-
-class _WorkspaceDeleteProvider(pulumi.dynamic.ResourceProvider):
+class _WorkspaceDeleteProvider(Step):
     """Nothing to create; on delete, delete the workspaces permanently (Pulumi only forgot them)."""
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         return pulumi.dynamic.CreateResult(id_=f"workspaces-{props['resource_group']}", outs=props)
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        # Other workspaces are a replacement: the old step's delete removes the old workspaces,
-        # which Pulumi retained when it replaced them.
-        return replace_when_changed(olds, news, ("subscription_id", "resource_group", "workspaces"))
+    # Other workspaces are a replacement: the old step's delete removes the old workspaces,
+    # which Pulumi retained when it replaced them.
+    replaced_by = ("subscription_id", "resource_group", "workspaces")
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        targets = _targets(props, WorkspaceTargets)
+        targets = inputs_of(props, WorkspaceTargets)
         with client_from_environment() as client:
             delete_workspaces_permanently(client, targets, WORKSPACE_DELETE_POLL).log()
 
@@ -228,7 +221,7 @@ def purge_soft_deleted(client: ArmClient, targets: PurgeTargets) -> PurgeReport:
     return report
 
 
-class _PurgeProvider(pulumi.dynamic.ResourceProvider):
+class _PurgeProvider(Step):
     """Nothing to create; on delete, purge the vault (azure-native deleted it just before)."""
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
@@ -247,7 +240,7 @@ class _PurgeProvider(pulumi.dynamic.ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         with client_from_environment() as client:
-            purge_soft_deleted(client, _targets(props, PurgeTargets)).log()
+            purge_soft_deleted(client, inputs_of(props, PurgeTargets)).log()
 
 
 class SoftDeletePurge(pulumi.dynamic.Resource):
@@ -355,21 +348,18 @@ def delete_log_analytics_permanently(
     return report
 
 
-class _LogAnalyticsDeleteProvider(pulumi.dynamic.ResourceProvider):
+class _LogAnalyticsDeleteProvider(Step):
     """Nothing to create; on delete, delete the workspace with force (Pulumi only forgot it)."""
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         return pulumi.dynamic.CreateResult(id_=f"log-analytics-{props['workspace']}", outs=props)
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        # Another workspace is a replacement: the old step's delete removes the old workspace,
-        # which Pulumi retained when it replaced it.
-        return replace_when_changed(olds, news, tuple(LogAnalyticsTargets.__dataclass_fields__))
+    # Another workspace is a replacement: the old step's delete removes the old workspace,
+    # which Pulumi retained when it replaced it.
+    replaced_by = tuple(LogAnalyticsTargets.__dataclass_fields__)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        targets = _targets(props, LogAnalyticsTargets)
+        targets = inputs_of(props, LogAnalyticsTargets)
         with client_from_environment() as client:
             delete_log_analytics_permanently(client, targets, LOG_ANALYTICS_DELETE_POLL).log()
 
@@ -399,17 +389,14 @@ class PermanentLogAnalyticsDelete(pulumi.dynamic.Resource):
 
 
 # -- training job ---------------------------------------------------------------------------------
-class _JobCancellationProvider(pulumi.dynamic.ResourceProvider):
+class _JobCancellationProvider(Step):
     """Nothing to create; on delete, cancel the job if it still runs and wait until it stopped."""
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         return pulumi.dynamic.CreateResult(id_=f"cancel-{props['job_id']}", outs=props)
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        # A new job replaces the step: the old step's delete cancels the superseded job.
-        return replace_when_changed(olds, news, ("job_id",))
+    # A new job replaces the step: the old step's delete cancels the superseded job.
+    replaced_by = ("job_id",)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         with client_from_environment() as client:

@@ -45,7 +45,7 @@ from phi3_infra.api_versions import ML_API_VERSION
 from phi3_infra.arm import ArmClient, ArmNotFoundError, client_from_environment
 from phi3_infra.config import StackConfig
 from phi3_infra.data import DataFile
-from phi3_infra.dynamic import replace_when_changed
+from phi3_infra.dynamic import Step
 from phi3_infra.identity import WORKLOAD_PRINCIPAL
 from phi3_infra.immutable import asset_version_options, job_options
 from phi3_infra.rbac import BuiltInRole, assign_role
@@ -389,7 +389,7 @@ class TrainingJob(pulumi.ComponentResource):
         return f"azureml:{self.job_name}:{MODEL_VERSION}"
 
 
-class _JobCompletionProvider(pulumi.dynamic.ResourceProvider):
+class _JobCompletionProvider(Step):
     """Blocks `pulumi up` until the job completes; fails with the job's error and log link."""
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
@@ -404,11 +404,8 @@ class _JobCompletionProvider(pulumi.dynamic.ResourceProvider):
             id_=props["job_id"], outs={**props, "status": job["properties"]["status"]}
         )
 
-    def diff(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.DiffResult:
-        # A new job is a new wait; a changed timeout alone does not re-wait a finished job.
-        return replace_when_changed(olds, news, ("job_id",))
+    # A new job is a new wait; a changed timeout alone does not re-wait a finished job.
+    replaced_by = ("job_id",)
 
 
 class JobCompletion(pulumi.dynamic.Resource):
