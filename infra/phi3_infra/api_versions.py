@@ -1,9 +1,10 @@
 """Every Azure REST API version the project's own calls send, in one place.
 
-Each is a version whose specification (Azure/azure-rest-api-specs, `specification/<service>/
+Each ARM version is one whose specification (Azure/azure-rest-api-specs, `specification/<service>/
 resource-manager/<namespace>/{stable,preview}/<version>/`) defines every operation sent with it;
-the fakes answer from that folder's examples (tests/fakes/spec_examples). Bumping one is a change
-here and in the examples the fakes are built from, nowhere else.
+the fakes answer from that folder's examples (tests/fakes/spec_examples) and accept only the
+versions they list themselves (tests/fakes/arm_server.py), so a bump here also needs the new
+version's examples there, or the tests fail.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ REGISTRY_API_VERSION = "2023-07-01"
 ACR_BUILD_API_VERSION = "2019-06-01-preview"
 # operationalinsights stable/2025-07-01: Workspaces_Delete with `force`, DeletedWorkspaces_List.
 LOG_ANALYTICS_API_VERSION = "2025-07-01"
-# Blob service data plane (`x-ms-version`, specification/storage/data-plane/Microsoft.BlobStorage):
-# Put Blob with an Entra ID bearer token needs 2017-11-09 or later.
+# Blob service data plane, the `x-ms-version` header: a request authorized with a Microsoft Entra
+# token needs 2017-11-09 or later (Learn, "Versioning for Azure Storage",
+# rest/api/storageservices/versioning-for-the-azure-storage-services).
 BLOB_API_VERSION = "2023-11-03"
