@@ -31,8 +31,8 @@ def pulumi_cli_merge() -> Iterator[None]:
     merged with Pulumi.yaml's and checked by the Pulumi CLI's rules first (a CliConfigError if the
     CLI would refuse it), and the program handed the merged config (tests/fakes/pulumi_cli.py).
     Session-scoped and autouse, so it is in place before any fixture plans a stack."""
-    from phi3_infra import offline
     from phi3_infra.cli import plan
+    from phi3_infra.tooling import offline
     from tests.fakes.pulumi_cli import load_project, through_cli
 
     replay = through_cli(offline.run_offline, load_project(REPO_ROOT / "Pulumi.yaml"))
@@ -57,7 +57,7 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     program that stops early must leave this empty."""
     from pulumi.runtime.mocks import MockResourceArgs
 
-    from phi3_infra import offline
+    from phi3_infra.tooling import offline
 
     types: list[str] = []
     new_resource = offline.AzureMocks.new_resource

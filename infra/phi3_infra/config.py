@@ -29,8 +29,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from phi3_infra.regions import AZURE_PUBLIC_REGIONS, normalize_region, region_error
-from phi3_infra.serving_gpus import (
+from phi3_infra.catalog.regions import AZURE_PUBLIC_REGIONS, normalize_region, region_error
+from phi3_infra.catalog.serving_gpus import (
     CUDA_BUILD_MIN_COMPUTE_CAPABILITY,
     capability_text,
     cuda_build_runs_on,
@@ -344,7 +344,7 @@ class StackConfig(BaseModel):
         return problems
 
     def _serving_hardware_problems(self) -> list[str]:
-        """A built server image follows the serving size (images.py: the CUDA variant on an
+        """A built server image follows the serving size (build_context.py: the CUDA variant on an
         NVIDIA size); a given one is CPU-only unless serverImageGpu says it has CUDA torch."""
         gpu_image, size_key = config_key("server_image_gpu"), config_key("serving_instance_type")
         prebuilt = self.image_build is ImageBuild.PREBUILT

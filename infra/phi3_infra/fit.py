@@ -16,9 +16,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Protocol
 
+from phi3_infra.catalog.vm_sizes import KNOWN_GPU_SIZES, gpu_memory_bytes, known_gpus_per_node
 from phi3_infra.config import ConfigError, StackConfig, config_key
 from phi3_infra.trainer_flags import flag_word, parsed_values, trainer_defaults
-from phi3_infra.vm_sizes import KNOWN_GPU_SIZES, gpu_memory_bytes, known_gpus_per_node
 from phi3_training_rules.memory import (
     KNOWN_MODELS,
     USABLE_FRACTION,

@@ -9,12 +9,28 @@ from typing import Any
 import pulumi
 from pulumi_azure_native import authorization
 
-from phi3_infra.arm import ArmError, client_from_environment
-from phi3_infra.config import ConfigError, StackConfig, Stage, load_stack_config
-from phi3_infra.data import DataError, DataFile, TrainingData, TrainingDataArgs, validate_data
-from phi3_infra.fit import check_training_fits
-from phi3_infra.foundation import Foundation, FoundationArgs, OnFoundationArgs
-from phi3_infra.identity import (
+from phi3_infra.azure.arm import ArmError, client_from_environment
+from phi3_infra.azure.model_choice import live_model
+from phi3_infra.azure.preflight import (
+    PreflightFailed,
+    PreflightRequest,
+    PreflightUnavailable,
+    ServingRequest,
+    require_fit,
+)
+from phi3_infra.azure.registry_build import RegistryToken, exchange_acr_refresh_token
+from phi3_infra.azure.waiting import studio_run_url
+from phi3_infra.build_context import ImageContextError, ImageSource, image_sources
+from phi3_infra.catalog.vm_sizes import known_gpus_per_node
+from phi3_infra.components.data import (
+    DataError,
+    DataFile,
+    TrainingData,
+    TrainingDataArgs,
+    validate_data,
+)
+from phi3_infra.components.foundation import Foundation, FoundationArgs, OnFoundationArgs
+from phi3_infra.components.identity import (
     ENDPOINT_PRINCIPAL,
     WORKLOAD_PRINCIPAL,
     EndpointIdentity,
@@ -23,34 +39,16 @@ from phi3_infra.identity import (
     endpoint_grants,
     workload_grants,
 )
-from phi3_infra.images import (
-    ContainerImages,
-    ImageContextError,
-    ImagesArgs,
-    ImageSource,
-    RegistryToken,
-    exchange_acr_refresh_token,
-    image_sources,
-)
-from phi3_infra.model_choice import live_model
-from phi3_infra.naming import StackNames, stack_names
-from phi3_infra.preflight import (
-    PreflightFailed,
-    PreflightRequest,
-    PreflightUnavailable,
-    ServingRequest,
-    require_fit,
-)
-from phi3_infra.rbac import Deployer
-from phi3_infra.serving import (
+from phi3_infra.components.images import ContainerImages, ImagesArgs
+from phi3_infra.components.rbac import Deployer
+from phi3_infra.components.serving import (
     ServedModel,
     ServingArgs,
     ServingEndpoint,
     deployment_name,
     server_environment_version,
 )
-from phi3_infra.tags import stack_tags
-from phi3_infra.training import (
+from phi3_infra.components.training import (
     MODEL_VERSION,
     JobSizing,
     SubmittedJob,
@@ -62,9 +60,11 @@ from phi3_infra.training import (
     registers_model,
     submitted_job,
 )
-from phi3_infra.vm_sizes import known_gpus_per_node
-from phi3_infra.waiting import studio_run_url
-from phi3_infra.workspace import FoundryWorkspace
+from phi3_infra.components.workspace import FoundryWorkspace
+from phi3_infra.config import ConfigError, StackConfig, Stage, load_stack_config
+from phi3_infra.fit import check_training_fits
+from phi3_infra.naming import StackNames, stack_names
+from phi3_infra.tags import stack_tags
 
 SKIPPED_PREFLIGHT_WARNING = (
     "skipPreflight is set: VM size, training and serving quota, resource-provider, name "
@@ -201,9 +201,10 @@ def endpoint_model(checked: Validated) -> ServedModel | None:
     path = f"{_project_path(checked)}/onlineEndpoints/{endpoint}"
     try:
         with client_from_environment() as client:
-            return live_model(client, path)
+            live = live_model(client, path)
     except ArmError as error:
         raise _lookup_failed(f"which model endpoint {endpoint} serves", checked, error) from None
+    return ServedModel(*live) if live is not None else None
 
 
 def no_existing_training(checked: Validated) -> SubmittedJob | None:

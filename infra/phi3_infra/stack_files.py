@@ -1,7 +1,7 @@
 """A stack's `Pulumi.<stack>.yaml` read as the engine hands its config to the program.
 
 Read by the offline plan, the rehearsal, the teardown audit and the expiry job alike; apart from
-the offline run (phi3_infra.offline), so that those tools never import Pulumi's mocks.
+the offline run (phi3_infra.tooling.offline), so that those tools never import Pulumi's mocks.
 """
 
 from __future__ import annotations

@@ -53,8 +53,8 @@ from typing import Any
 
 import httpx
 
-from phi3_infra.offline import OfflineRun, PlannedResource
-from phi3_infra.serving import openai_base_url
+from phi3_infra.components.serving import openai_base_url
+from phi3_infra.tooling.offline import OfflineRun, PlannedResource
 from phi3_rehearsal.gateway import (
     SCORING_URI_PATH,
     AuthMode,

@@ -35,7 +35,7 @@ from typing import Any
 from dockerfile_parse import DockerfileParser
 from dockerfile_parse.util import WordSplitter, extract_key_values
 
-from phi3_infra.images import context_files
+from phi3_infra.build_context import context_files
 from phi3_rehearsal.venvs import REPO_ROOT, cached_venv, pip
 
 # moby/moby docs/sources/reference/run.md, "ENV (environment variables)": Docker sets PATH to

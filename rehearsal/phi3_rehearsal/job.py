@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from phi3_infra.line_endings import read_as_sent
-from phi3_infra.offline import OfflineRun, PlannedResource
+from phi3_infra.tooling.offline import OfflineRun, PlannedResource
 from phi3_rehearsal.ports import free_port
 
 if TYPE_CHECKING:
@@ -318,7 +318,8 @@ def _require_delivery(
 
 
 def _data_uri(run: OfflineRun, field: str, asset_id: str) -> str:
-    # A job input names the data version by its ARM id (phi3_infra/data.py, TrainingData).
+    # A job input names the data version by its ARM id (TrainingData,
+    # phi3_infra/components/data.py).
     versions = [v for v in run.of_type(DATA_VERSION) if v.id == asset_id]
     if not versions:
         raise JobContractError(f"{field} names {asset_id}, which is no data version of the plan")

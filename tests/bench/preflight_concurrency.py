@@ -17,7 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from phi3_infra.preflight import PreflightRequest, run_preflight
+from phi3_infra.azure.preflight import PreflightRequest, run_preflight
 from tests.fakes.arm_server import SUBSCRIPTION_ID, FakeArm
 
 REGIONS = ("eastus", "eastus2", "westus3", "swedencentral", "westeurope")

@@ -14,9 +14,9 @@ import pytest
 
 from phi3_infra.cli import expire_stacks
 from phi3_infra.config import config_from_flat
-from phi3_infra.expiry import PulumiCliError, read_expires_on, stack_names
 from phi3_infra.naming import stack_names as azure_names
 from phi3_infra.stack_files import PROJECT, stack_file_config
+from phi3_infra.tooling.expiry import PulumiCliError, read_expires_on, stack_names
 from tests.ci.fake_pulumi import install_fake_pulumi
 from tests.fakes.arm_server import FakeArm
 from tests.fakes.arm_teardown import TeardownArm

@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from phi3_infra.arm import ArmClient
-from phi3_infra.preflight import REQUIRED_PROVIDERS
+from phi3_infra.azure.arm import ArmClient
+from phi3_infra.azure.preflight import REQUIRED_PROVIDERS
 from tests.fakes.examples import example_response
 
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000001"

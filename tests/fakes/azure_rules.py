@@ -1,12 +1,12 @@
 """A stateful fake of Azure for the azure-native requests an offline plan stands for.
 
-The mocks (phi3_infra/offline.py) answer every registration; they cannot say no. `FakeAzure.apply`
-replays a planned run the way the Pulumi engine would send it to Azure, against what earlier runs
-left there: a resource new to the state (or with a new ARM id) is a PUT that creates, one whose
-inputs changed outside its `ignore_changes` paths is a PUT that updates, an unchanged one sends
-nothing, and one the run no longer has is a DELETE unless `retain_on_delete`. Each request then
-meets the Azure rules below, each with its source; the first one refused raises `AzureRefusal`.
-`requests` records what was sent, for the tests to read.
+The mocks (phi3_infra/tooling/offline.py) answer every registration; they cannot say no.
+`FakeAzure.apply` replays a planned run the way the Pulumi engine would send it to Azure, against
+what earlier runs left there: a resource new to the state (or with a new ARM id) is a PUT that
+creates, one whose inputs changed outside its `ignore_changes` paths is a PUT that updates, an
+unchanged one sends nothing, and one the run no longer has is a DELETE unless `retain_on_delete`.
+Each request then meets the Azure rules below, each with its source; the first one refused raises
+`AzureRefusal`. `requests` records what was sent, for the tests to read.
 
 Answers that Azure documents with an example are built from that example (spec_examples/).
 """
@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from phi3_infra.offline import LifecycleOptions, OfflineRun, PlannedResource
+from phi3_infra.tooling.offline import LifecycleOptions, OfflineRun, PlannedResource
 from tests.fakes.examples import example_response
 
 WORKSPACE = "azure-native:machinelearningservices:Workspace"

@@ -3,7 +3,7 @@ Retry-After of ten seconds) costs nothing and every sleep is recorded."""
 
 from __future__ import annotations
 
-from phi3_infra.arm import Poll
+from phi3_infra.azure.arm import Poll
 
 
 class FakeClock:

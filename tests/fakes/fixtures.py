@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from phi3_infra.arm import ArmClient
+from phi3_infra.azure.arm import ArmClient
 from tests.fakes.arm_server import TOKEN, FakeArm, FixedToken
 from tests.fakes.azure_cli import install_fake_az
 
@@ -44,7 +44,7 @@ def signed_in_env(fake_arm: FakeArm, tmp_path: Path, monkeypatch: pytest.MonkeyP
     """The environment `pulumi up` or a CLI would see after `az login`, aimed at the fake ARM."""
     bin_dir = install_fake_az(tmp_path / "bin").parent
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    # No ARM_* sign-in setting of the machine, which phi3_infra/credentials.py would prefer to
+    # No ARM_* sign-in setting of the machine, which phi3_infra/azure/credentials.py would prefer to
     # the (fake) Azure CLI.
     for name in [name for name in os.environ if name.startswith("ARM_")]:
         monkeypatch.delenv(name)

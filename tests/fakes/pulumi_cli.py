@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from phi3_infra.offline import OfflineRun
+from phi3_infra.tooling.offline import OfflineRun
 
 
 class CliConfigError(Exception):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from phi3_infra.cli.plan import plan_stack
-from phi3_infra.offline import OfflineRun
+from phi3_infra.tooling.offline import OfflineRun
 from tests.fakes.azure_rules import FakeAzure
 from tests.fakes.pulumi_cli import load_project, load_stack, program_config
 

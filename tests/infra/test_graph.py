@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from phi3_infra.cli.plan import plan_stack
-from phi3_infra.offline import SUBSCRIPTION_ID, TENANT_ID, OfflineRun, PlannedResource
-from phi3_infra.rbac import BuiltInRole
+from phi3_infra.components.rbac import BuiltInRole
+from phi3_infra.tooling.offline import SUBSCRIPTION_ID, TENANT_ID, OfflineRun, PlannedResource
 from tests.fakes.azure_rules import FakeAzure
 from tests.imports import run_and_list_modules
 from tests.infra.conftest import plan_in_azure

@@ -10,7 +10,7 @@ import pytest
 
 from phi3_infra.config import StackConfig, parse_stack_config
 from phi3_infra.naming import StackNames, stack_names
-from phi3_infra.offline import OfflineRun
+from phi3_infra.tooling.offline import OfflineRun
 
 SUBSCRIPTION = "00000000-0000-4000-8000-000000000001"
 OTHER_SUBSCRIPTION = "11111111-2222-4333-8444-555555555555"

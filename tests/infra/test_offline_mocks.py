@@ -9,8 +9,8 @@ import pytest
 from pulumi.runtime.mocks import MockResourceArgs
 
 from phi3_infra.cli.plan import plan_stack
-from phi3_infra.offline import SUBSCRIPTION_ID, AzureMocks
 from phi3_infra.stack_files import stack_file_config
+from phi3_infra.tooling.offline import SUBSCRIPTION_ID, AzureMocks
 
 GROUP = f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/rg"
 IDENTITY = f"{GROUP}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id"

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from phi3_infra.cli.plan import check_policies
-from phi3_infra.offline import OfflineRun
+from phi3_infra.tooling.offline import OfflineRun
 from phi3_policy import POLICIES, check, validation_args
 
 TAGS = {"project": "p", "stack": "s", "owner": "o", "expiresOn": "2027-01-31"}

@@ -10,8 +10,8 @@ import pytest
 
 from phi3_infra.cli.plan import plan_stack
 from phi3_infra.config import DEFAULT_GPU_SKUS
-from phi3_infra.pricing import JOB, ONLINE_DEPLOYMENT, REGISTRY, PriceTable, estimate_costs
 from phi3_infra.stack_files import stack_file_config
+from phi3_infra.tooling.pricing import JOB, ONLINE_DEPLOYMENT, REGISTRY, PriceTable, estimate_costs
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from phi3_infra.vm_sizes import known_gpus_per_node
+from phi3_infra.catalog.vm_sizes import known_gpus_per_node
 
 
 def test_unknown_sizes_run_one_process_per_node() -> None:

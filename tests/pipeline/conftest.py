@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from phi3_infra import images
+from phi3_infra import build_context
 from phi3_infra.cli.plan import plan_stack
-from phi3_infra.offline import OfflineRun
+from phi3_infra.tooling.offline import OfflineRun
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import FakeArm
 from tests.fakes.azure_rules import FakeAzure
@@ -50,8 +50,8 @@ def planner(root: Path, monkeypatch: pytest.MonkeyPatch) -> Plan:
         "trainer": write_context(root / "training_image", "phi3_trainer"),
         "server": write_context(root / "serving_image", "phi3_server"),
     }
-    monkeypatch.setattr(images, "TRAINER_CONTEXT", contexts["trainer"])
-    monkeypatch.setattr(images, "SERVER_CONTEXT", contexts["server"])
+    monkeypatch.setattr(build_context, "TRAINER_CONTEXT", contexts["trainer"])
+    monkeypatch.setattr(build_context, "SERVER_CONTEXT", contexts["server"])
     train_file = root / "train.jsonl"
     # Twenty valid chat records from the demo data set.
     train_file.write_text("".join(DEMO_DATA.read_text().splitlines(keepends=True)[:20]))

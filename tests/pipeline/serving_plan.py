@@ -1,9 +1,10 @@
 """Find the serve stage's resources in a plan whatever their names: the deployment's name (and so
-its logical name) derives from the model and the server environment (phi3_infra/serving.py)."""
+its logical name) derives from the model and the server environment
+(phi3_infra/components/serving.py)."""
 
 from __future__ import annotations
 
-from phi3_infra.offline import OfflineRun, PlannedResource
+from phi3_infra.tooling.offline import OfflineRun, PlannedResource
 
 ONLINE_DEPLOYMENT = "azure-native:machinelearningservices:OnlineDeployment"
 ROLLOUT_CHECK_PREFIX = "rollout-check-"

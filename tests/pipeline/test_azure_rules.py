@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from phi3_infra.offline import LifecycleOptions, OfflineRun, PlannedResource
+from phi3_infra.tooling.offline import LifecycleOptions, OfflineRun, PlannedResource
 from tests.fakes.azure_rules import (
     COMPUTE,
     DATA_VERSION,

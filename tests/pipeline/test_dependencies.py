@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from phi3_infra.offline import OfflineRun
+from phi3_infra.tooling.offline import OfflineRun
 from tests.pipeline.serving_plan import rollout_check, served_deployment
 
 WORKLOAD_ROLES = ("workload-contributor", "workload-storage-blob-data-reader", "workload-acr-pull")

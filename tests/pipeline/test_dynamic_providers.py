@@ -59,9 +59,9 @@ def _qualified(kind: type) -> str:
 
 
 def _provider_classes() -> set[str]:
-    """Every pulumi.dynamic provider class the package defines."""
+    """Every pulumi.dynamic provider class the package and its subpackages define."""
     found = set()
-    for module_info in pkgutil.iter_modules(phi3_infra.__path__, "phi3_infra."):
+    for module_info in pkgutil.walk_packages(phi3_infra.__path__, "phi3_infra."):
         module = importlib.import_module(module_info.name)
         for _, kind in inspect.getmembers(module, inspect.isclass):
             if (
@@ -138,7 +138,8 @@ def test_the_program_imports_from_its_venv_alone(python: Path, tmp_path: Path) -
 
 
 def test_a_built_package_carries_every_data_file(python: Path, tmp_path: Path) -> None:
-    """Installed from a wheel instead of the checkout, phi3_infra still finds its data files."""
+    """Installed from a wheel instead of the checkout, phi3_infra still has every subpackage and
+    finds its data files."""
     infra = program_layout().root / "infra"
     source = tmp_path / "infra"
     for name in ("pyproject.toml", "requirements.txt"):
@@ -151,10 +152,11 @@ def test_a_built_package_carries_every_data_file(python: Path, tmp_path: Path) -
     subprocess.run([*build, "--wheel-dir", str(tmp_path), str(source)], check=True)
     (wheel,) = tmp_path.glob("phi3_infra-*.whl")
     packaged = set(zipfile.ZipFile(wheel).namelist())
-    data_files = {
-        f"phi3_infra/{path.name}"
-        for path in (infra / "phi3_infra").iterdir()
-        if path.is_file() and path.suffix not in (".py", ".pyc")
+    package = infra / "phi3_infra"
+    files = {
+        f"phi3_infra/{path.relative_to(package).as_posix()}"
+        for path in package.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
     }
-    assert data_files  # prices.json at least
-    assert data_files <= packaged
+    assert {"phi3_infra/tooling/prices.json", "phi3_infra/steps/teardown.py"} <= files
+    assert files <= packaged, sorted(files - packaged)

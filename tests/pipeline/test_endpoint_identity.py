@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from phi3_infra.offline import OfflineRun, PlannedResource
-from phi3_infra.rbac import BuiltInRole
+from phi3_infra.components.rbac import BuiltInRole
+from phi3_infra.tooling.offline import OfflineRun, PlannedResource
 from tests.pipeline.conftest import Plan
 from tests.pipeline.serving_plan import served_deployment
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from pulumi.runtime import rpc
 
-from phi3_infra import images
-from phi3_infra.arm import ArmClient
-from phi3_infra.images import context_files, context_hash, run_registry_build
+from phi3_infra.azure import registry_build
+from phi3_infra.azure.arm import ArmClient, OperationFailed, OperationTimedOut, Poll
+from phi3_infra.azure.registry_build import run_registry_build
+from phi3_infra.build_context import context_files, context_hash
 from phi3_infra.paths import SERVER_CONTEXT, TRAINER_CONTEXT
-from phi3_infra.waiting import OperationFailed, OperationTimedOut, Poll
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import FixedToken
 from tests.fakes.clock import fake_poll
@@ -167,7 +167,7 @@ def test_a_refused_context_upload_keeps_the_sas_out_of_the_error(
     pipeline_arm: PipelineArm, arm_client: ArmClient, tmp_path: Path
 ) -> None:
     pipeline_arm.fake.fail(403, path_contains="/upload/")
-    with pytest.raises(images.BuildSourceUploadError) as caught:
+    with pytest.raises(registry_build.BuildSourceUploadError) as caught:
         run_registry_build(arm_client, REGISTRY, write_context(tmp_path / "c", "p"), "x:1", FAST)
     assert "/upload/source-1.tar.gz answered 403" in str(caught.value)
     assert "sig=" not in _full_error_text(caught.value)
@@ -177,8 +177,8 @@ def test_a_refused_context_upload_keeps_the_sas_out_of_the_error(
 def test_an_unreachable_upload_url_keeps_the_sas_out_of_the_error() -> None:
     # Port 1 refuses connections: requests' ConnectionError names the URL with its query.
     sas_url = "https://127.0.0.1:1/upload/source.tar.gz?sv=2024&sig=SECRET-SIGNATURE"
-    with pytest.raises(images.BuildSourceUploadError) as caught:
-        images.upload_build_source(sas_url, b"archive")
+    with pytest.raises(registry_build.BuildSourceUploadError) as caught:
+        registry_build.upload_build_source(sas_url, b"archive")
     assert "https://127.0.0.1:1/upload/source.tar.gz failed: ConnectionError" in str(caught.value)
     assert "SECRET-SIGNATURE" not in _full_error_text(caught.value)
 
@@ -187,7 +187,7 @@ def test_entra_token_is_exchanged_for_a_registry_refresh_token(
     pipeline_arm: PipelineArm,
 ) -> None:
     login_server = pipeline_arm.fake.url.removeprefix("https://")
-    token = images.exchange_acr_refresh_token(login_server, "tenant", FixedToken())
+    token = registry_build.exchange_acr_refresh_token(login_server, "tenant", FixedToken())
     assert token == f"acr-refresh-token-for-{login_server}"
     with pytest.raises(RuntimeError, match=r"refused the token exchange \(401\).*AcrPush"):
-        images.exchange_acr_refresh_token(login_server, "tenant", FixedToken("expired"))
+        registry_build.exchange_acr_refresh_token(login_server, "tenant", FixedToken("expired"))

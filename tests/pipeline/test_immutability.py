@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from phi3_infra import serving
+from phi3_infra.components import serving
 from tests.fakes.azure_rules import (
     DATA_VERSION,
     ENVIRONMENT_VERSION,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from phi3_infra import teardown
-from phi3_infra.arm import ArmClient
-from phi3_infra.teardown import _JobCancellationProvider
-from phi3_infra.waiting import cancel_job
+from phi3_infra.azure.arm import ArmClient
+from phi3_infra.azure.waiting import cancel_job
+from phi3_infra.steps import teardown
+from phi3_infra.steps.teardown import _JobCancellationProvider
 from tests.fakes.arm_pipeline import PipelineArm, job_state
 from tests.fakes.arm_server import SUBSCRIPTION_ID, FakeArm
 from tests.fakes.clock import fake_poll

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from phi3_infra.components.rbac import BuiltInRole
 from phi3_infra.config import config_from_flat
 from phi3_infra.naming import stack_names
-from phi3_infra.offline import SUBSCRIPTION_ID, OfflineRun
 from phi3_infra.program import check_inputs, training_inputs
-from phi3_infra.rbac import BuiltInRole
 from phi3_infra.stack_files import PROJECT
+from phi3_infra.tooling.offline import SUBSCRIPTION_ID, OfflineRun
 from tests.pipeline.conftest import BASE_CONFIG, STACK, Plan
 
 JOB = "azure-native:machinelearningservices:Job"

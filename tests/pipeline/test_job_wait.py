@@ -10,14 +10,15 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
-from phi3_infra.arm import ArmAuthError, ArmClient, ArmNotFoundError
-from phi3_infra.waiting import (
-    AUTH_FAILURES_TOLERATED,
+from phi3_infra.azure.arm import (
+    ArmAuthError,
+    ArmClient,
+    ArmNotFoundError,
     OperationFailed,
     OperationTimedOut,
     Poll,
-    wait_for_job,
 )
+from phi3_infra.azure.waiting import AUTH_FAILURES_TOLERATED, wait_for_job
 from tests.fakes.arm_pipeline import PipelineArm, job_state
 from tests.fakes.arm_server import SUBSCRIPTION_ID, ExpiringTokens, FixedToken
 from tests.fakes.clock import FakeClock, fake_poll

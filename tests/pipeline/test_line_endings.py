@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from phi3_infra import data
-from phi3_infra.images import context_archive, context_hash
+from phi3_infra.build_context import context_archive, context_hash
+from phi3_infra.steps import blob_upload
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.pipeline.conftest import Plan, write_context
 
@@ -81,8 +81,8 @@ def test_crlf_data_is_uploaded_as_the_lf_bytes_its_version_names(
     upload = plan().named("train-data-upload").inputs
     assert upload["sha256"] == hashlib.sha256(lf_bytes).hexdigest()
 
-    monkeypatch.setattr(data, "_storage_token", lambda: "token")
+    monkeypatch.setattr(blob_upload, "storage_token", lambda: "token")
     blob = "training-data/train/x/train.jsonl"
     props = {"url": f"{pipeline_arm.fake.url}/blob/{blob}", "path": str(train), "sha256": "x"}
-    data._BlobUploadProvider().create(props)
+    blob_upload._BlobUploadProvider().create(props)
     assert pipeline_arm.uploads[blob] == lf_bytes

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from phi3_infra.offline import OfflineRun
+from phi3_infra.tooling.offline import OfflineRun
 from tests.fakes.azure_rules import JOB, MODEL_VERSION, FakeAzure
 from tests.pipeline.conftest import Plan
 from tests.pipeline.serving_plan import served_deployment

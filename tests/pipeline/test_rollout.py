@@ -21,16 +21,20 @@ from pathlib import Path
 
 import pytest
 
-from phi3_infra import offline, rollout, serving
-from phi3_infra.api_versions import ML_API_VERSION
-from phi3_infra.arm import ArmClient
+from phi3_infra.azure.api_versions import ML_API_VERSION
+from phi3_infra.azure.arm import ArmClient, Poll
+from phi3_infra.azure.rollout import RolloutFailed
+from phi3_infra.components.serving import ServedModel, deployment_name
 from phi3_infra.config import config_from_flat
 from phi3_infra.naming import stack_names
-from phi3_infra.offline import OfflineRun, PlannedResource
 from phi3_infra.program import check_inputs, nothing_served, preflight_request, served_model
-from phi3_infra.rollout import RolloutFailed, _RolloutCheckProvider
-from phi3_infra.serving import ServedModel, _EndpointTrafficProvider, deployment_name
 from phi3_infra.stack_files import PROJECT
+from phi3_infra.steps import endpoint_traffic
+from phi3_infra.steps import rollout_check as rollout
+from phi3_infra.steps.endpoint_traffic import _EndpointTrafficProvider
+from phi3_infra.steps.rollout_check import _RolloutCheckProvider
+from phi3_infra.tooling import offline
+from phi3_infra.tooling.offline import OfflineRun, PlannedResource
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_rollout import RolloutArm
 from tests.fakes.arm_server import TOKEN, FakeArm
@@ -57,8 +61,8 @@ def fake_arm(tmp_path: Path) -> Iterator[FakeArm]:
 
 @pytest.fixture(autouse=True)
 def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rollout, "PROVISION_POLL_S", 0.01)
-    monkeypatch.setattr(serving, "TRAFFIC_POLL_S", 0.01)
+    monkeypatch.setattr(rollout, "PROVISION_POLL", Poll(timeout_s=1800, interval_s=0.01))
+    monkeypatch.setattr(endpoint_traffic, "TRAFFIC_POLL", Poll(timeout_s=900, interval_s=0.01))
 
 
 # --- what the program declares -------------------------------------------------------------

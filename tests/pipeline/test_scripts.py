@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from phi3_infra import teardown
+from phi3_infra.azure.purge import LogAnalyticsTargets
 from phi3_infra.cli import smoke_test, teardown_audit
 from phi3_infra.config import config_from_flat
 from phi3_infra.naming import StackNames, stack_names
 from phi3_infra.stack_files import PROJECT, stack_file_config
-from phi3_infra.teardown import LogAnalyticsTargets, _LogAnalyticsDeleteProvider
+from phi3_infra.steps import teardown
+from phi3_infra.steps.teardown import _LogAnalyticsDeleteProvider
 from tests.fakes.arm_server import FakeArm
 from tests.fakes.arm_teardown import TeardownArm
 from tests.fakes.clock import fake_poll

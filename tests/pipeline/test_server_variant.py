@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from phi3_infra.arm import ArmClient
+from phi3_infra.azure.arm import ArmClient, Poll
+from phi3_infra.azure.registry_build import run_registry_build
+from phi3_infra.build_context import image_sources
 from phi3_infra.config import ConfigError, parse_stack_config
-from phi3_infra.images import image_sources, run_registry_build
-from phi3_infra.offline import OfflineRun
-from phi3_infra.waiting import Poll
+from phi3_infra.tooling.offline import OfflineRun
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.pipeline.conftest import Plan, write_context
 from tests.pipeline.serving_plan import served_deployment

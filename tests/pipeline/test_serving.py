@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from phi3_infra.offline import OfflineRun
+from phi3_infra.tooling.offline import OfflineRun
 from phi3_server.settings import Settings
 from tests.pipeline.conftest import Plan
 from tests.pipeline.serving_plan import served_deployment

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from phi3_infra import offline
 from phi3_infra.program import build_stack
+from phi3_infra.tooling import offline
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import FakeArm
 from tests.fakes.examples import command_job

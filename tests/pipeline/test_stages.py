@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from phi3_infra.config import ConfigError
-from phi3_infra.offline import OfflineRun
+from phi3_infra.tooling.offline import OfflineRun
 from tests.pipeline.conftest import Plan
 from tests.pipeline.serving_plan import served_deployment
 

@@ -9,18 +9,20 @@ from typing import Any
 
 import pytest
 
-from phi3_infra import teardown
-from phi3_infra.arm import ArmClient, OperationTimedOut
-from phi3_infra.teardown import (
+from phi3_infra.azure.arm import ArmClient, OperationTimedOut
+from phi3_infra.azure.purge import (
     LogAnalyticsTargets,
     PurgeTargets,
     WorkspaceTargets,
-    _LogAnalyticsDeleteProvider,
-    _PurgeProvider,
-    _WorkspaceDeleteProvider,
     delete_log_analytics_permanently,
     delete_workspaces_permanently,
     purge_soft_deleted,
+)
+from phi3_infra.steps import teardown
+from phi3_infra.steps.teardown import (
+    _LogAnalyticsDeleteProvider,
+    _PurgeProvider,
+    _WorkspaceDeleteProvider,
 )
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import SUBSCRIPTION_ID, FakeArm

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from phi3_infra import serving
-from phi3_infra.arm import ArmClient
-from phi3_infra.serving import _EndpointTrafficProvider, set_endpoint_traffic
-from phi3_infra.waiting import OperationTimedOut, Poll
+from phi3_infra.azure.arm import ArmClient, OperationTimedOut, Poll
+from phi3_infra.azure.traffic import set_endpoint_traffic
+from phi3_infra.steps import endpoint_traffic
+from phi3_infra.steps.endpoint_traffic import _EndpointTrafficProvider
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import SUBSCRIPTION_ID, FakeArm
 
@@ -64,7 +64,7 @@ def test_delete_takes_traffic_away_and_tolerates_a_gone_endpoint(
     signed_in_env: FakeArm,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(serving, "TRAFFIC_POLL_S", 0.01)
+    monkeypatch.setattr(endpoint_traffic, "TRAFFIC_POLL", Poll(timeout_s=900, interval_s=0.01))
     pipeline = PipelineArm(signed_in_env).install()
     _endpoint(pipeline)["properties"]["traffic"] = {"phi3": 100}
     props = {"endpoint_id": ENDPOINT_ID, "deployment_name": "phi3"}

@@ -17,10 +17,10 @@ from typing import Any
 import pulumi
 import pytest
 
-from phi3_infra import offline
+from phi3_infra.components.training import TrainingFailed
 from phi3_infra.program import build_stack
 from phi3_infra.program import main as program_main
-from phi3_infra.training import TrainingFailed
+from phi3_infra.tooling import offline
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.fakes.arm_server import FakeArm
 from tests.fakes.azure_rules import JOB, MODEL_VERSION, FakeAzure

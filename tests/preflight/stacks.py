@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from phi3_infra.preflight import PreflightRequest, ServingRequest
+from phi3_infra.azure.preflight import PreflightRequest, ServingRequest
 from tests.fakes.arm_server import SUBSCRIPTION_ID
 
 NC24, H100_40 = "Standard_NC24ads_A100_v4", "Standard_NC40ads_H100_v5"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from phi3_infra.arm import (
+from phi3_infra.azure.arm import (
     ArmAuthError,
     ArmClient,
     ArmError,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from phi3_infra.arm import ArmClient, ArmError, OperationFailed, OperationTimedOut
+from phi3_infra.azure.arm import ArmClient, ArmError, OperationFailed, OperationTimedOut
 from tests.fakes.arm_server import SUBSCRIPTION_ID, Answer, FakeArm
 from tests.fakes.clock import fake_poll
 

@@ -1,4 +1,4 @@
-"""The project's own Azure calls sign in as azure-native does (phi3_infra/credentials.py).
+"""The project's own Azure calls sign in as azure-native does (phi3_infra/azure/credentials.py).
 
 A CI set up the Pulumi way gives the service principal or the OIDC token through ARM_* only; a
 developer may give AZURE_* instead. Each test signs in with azure-identity's real credentials
@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from phi3_infra import data
-from phi3_infra.arm import ArmAuthError, client_from_environment
-from phi3_infra.credentials import credential_from_environment
+from phi3_infra.azure.arm import ArmAuthError, client_from_environment
+from phi3_infra.azure.blob import storage_token
+from phi3_infra.azure.credentials import credential_from_environment
 from tests.fakes.arm_server import FakeArm
 from tests.fakes.entra import CLIENT_ID, JWT_BEARER, TENANT_ID, FakeEntra, github_oidc
 
@@ -132,7 +132,7 @@ def test_the_data_upload_signs_in_the_same_way(
 ) -> None:
     """The dynamic provider's blob upload, run by the engine with the CI's ARM_* environment."""
     _set(monkeypatch, SERVICE_PRINCIPAL["ARM_*"])
-    assert data._storage_token() == fake_arm.token
+    assert storage_token() == fake_arm.token
     assert entra.requests[0].form["scope"] == "https://storage.azure.com/.default"
 
 
@@ -239,12 +239,12 @@ def test_no_other_module_builds_its_own_credential() -> None:
     """One place decides how the project signs in: a credential built elsewhere would ignore
     the ARM_* settings again."""
     sources = [
-        *(REPO_ROOT / "infra" / "phi3_infra").glob("*.py"),
-        *(REPO_ROOT / "scripts").glob("*.py"),
+        *(REPO_ROOT / "infra" / "phi3_infra").rglob("*.py"),
+        *(REPO_ROOT / "scripts").rglob("*.py"),
     ]
     builders = {
-        path.name
+        path.relative_to(REPO_ROOT).as_posix()
         for path in sources
         if re.search(r"from azure\.identity import|azure\.identity\.", path.read_text())
     }
-    assert builders == {"credentials.py"}
+    assert builders == {"infra/phi3_infra/azure/credentials.py"}

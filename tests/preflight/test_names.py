@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from phi3_infra.arm import ArmAuthError, ArmClient
-from phi3_infra.preflight import run_preflight
+from phi3_infra.azure.arm import ArmAuthError, ArmClient
+from phi3_infra.azure.preflight import run_preflight
 from tests.fakes.arm_server import FakeArm
 from tests.preflight.stacks import GROUP, NAMES, REGISTRY, STORAGE, VAULT, named
 

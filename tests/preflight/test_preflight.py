@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from phi3_infra.arm import ArmAuthError, ArmClient, ArmUnavailableError
-from phi3_infra.preflight import (
+from phi3_infra.azure.arm import ArmAuthError, ArmClient, ArmUnavailableError
+from phi3_infra.azure.preflight import (
     PreflightRequest,
     ServingRequest,
     Verdict,

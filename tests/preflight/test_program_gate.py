@@ -10,10 +10,9 @@ from typing import Any
 import pulumi
 import pytest
 
-from phi3_infra import offline
+from phi3_infra.azure.preflight import PreflightFailed, PreflightUnavailable, ServingRequest
 from phi3_infra.config import config_from_flat
 from phi3_infra.naming import stack_names
-from phi3_infra.preflight import PreflightFailed, PreflightUnavailable, ServingRequest
 from phi3_infra.program import (
     build_stack,
     check_inputs,
@@ -24,6 +23,7 @@ from phi3_infra.program import (
 )
 from phi3_infra.program import main as program_main
 from phi3_infra.stack_files import PROJECT
+from phi3_infra.tooling import offline
 from tests.fakes.arm_server import FakeArm
 
 A100, ESV3 = "standardNCADSA100v4Family", "standardESv3Family"

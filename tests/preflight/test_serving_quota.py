@@ -8,9 +8,9 @@ import dataclasses
 
 import pytest
 
-from phi3_infra.arm import ArmClient
-from phi3_infra.online_sizes import instances_reserved
-from phi3_infra.preflight import Verdict, run_preflight
+from phi3_infra.azure.arm import ArmClient
+from phi3_infra.azure.preflight import Verdict, run_preflight
+from phi3_infra.catalog.online_sizes import instances_reserved
 from tests.fakes.arm_server import FakeArm, VmSize
 from tests.preflight.stacks import DEPLOYMENT_ID, E4S, ESV3, serving
 

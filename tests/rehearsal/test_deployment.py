@@ -20,10 +20,10 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from phi3_infra import serving, training
 from phi3_infra.cli.plan import plan_stack
-from phi3_infra.offline import OfflineRun
+from phi3_infra.components import serving, training
 from phi3_infra.stack_files import stack_file_config
+from phi3_infra.tooling.offline import OfflineRun
 from phi3_rehearsal.deployment import (
     DeploymentFailed,
     RunningDeployment,

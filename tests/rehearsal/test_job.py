@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from phi3_infra import offline
-from phi3_infra.offline import OfflineRun, PlannedResource
 from phi3_infra.program import (
     build_stack,
     no_existing_training,
     offline_gpu_choice,
     offline_registry_token,
 )
+from phi3_infra.tooling import offline
+from phi3_infra.tooling.offline import OfflineRun, PlannedResource
 from phi3_rehearsal.images import ImageEnv, image_env
 from phi3_rehearsal.job import JobContractError, JobFailed, run_planned_job
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from phi3_infra.images import context_files
-from phi3_infra.training import trainer_command
+from phi3_infra.build_context import context_files
+from phi3_infra.components.training import trainer_command
 from phi3_rehearsal.images import IMAGES
 from tests.dockerfiles import arguments, conda_python, local_packages
 from tests.trainer.helpers import TRAINER_MODULE

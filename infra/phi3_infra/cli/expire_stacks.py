@@ -9,8 +9,8 @@
 audit (`python -m phi3_infra.cli.teardown_audit --stack S`). A stack whose expiresOn cannot be
 read is reported and left alone. `check` reads `Pulumi.<S>.yaml` and fails for an expired stack,
 so that CI does not `pulumi up` again what the expiry job took down. A stack is expired once its
-expiresOn is before today in UTC (phi3_infra/expiry.py). Signs in as `pulumi` and the audit do
-(infra/README.md, "CI/CD").
+expiresOn is before today in UTC (phi3_infra/tooling/expiry.py). Signs in as `pulumi` and the
+audit do (infra/README.md, "CI/CD").
 
 Exit codes: 0 nothing needs a person (expired stacks destroyed and audited clean; `check`: the
 stack is live); 1 a destroy failed or an audit found leftovers or could not check (`check`: the
@@ -27,7 +27,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from phi3_infra.expiry import (
+from phi3_infra.paths import PROJECT_ROOT
+from phi3_infra.tooling.expiry import (
     Outcome,
     PulumiCli,
     PulumiCliError,
@@ -35,7 +36,6 @@ from phi3_infra.expiry import (
     expiry_from_stack_file,
     take_down_expired,
 )
-from phi3_infra.paths import PROJECT_ROOT
 
 EXIT_OK, EXIT_NEEDS_PERSON, EXIT_USAGE, EXIT_NO_PULUMI, EXIT_UNREADABLE = 0, 1, 2, 3, 4
 _TEARDOWN_FAILURES = {Outcome.DESTROY_FAILED, Outcome.LEFTOVERS, Outcome.UNAUDITED}

@@ -19,18 +19,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from phi3_infra.build_context import ImageContextError
+from phi3_infra.components.data import DataError
+from phi3_infra.components.rbac import BuiltInRole
 from phi3_infra.config import ConfigError
-from phi3_infra.data import DataError
-from phi3_infra.images import ImageContextError
-from phi3_infra.offline import (
-    CLIENT_OBJECT_ID,
-    OfflineRun,
-    PlannedResource,
-    input_at,
-    run_offline,
-)
 from phi3_infra.paths import PROJECT_ROOT
-from phi3_infra.pricing import estimate_costs
 from phi3_infra.program import (
     build_stack,
     no_existing_training,
@@ -38,8 +31,15 @@ from phi3_infra.program import (
     offline_gpu_choice,
     offline_registry_token,
 )
-from phi3_infra.rbac import BuiltInRole
 from phi3_infra.stack_files import stack_file_config
+from phi3_infra.tooling.offline import (
+    CLIENT_OBJECT_ID,
+    OfflineRun,
+    PlannedResource,
+    input_at,
+    run_offline,
+)
+from phi3_infra.tooling.pricing import estimate_costs
 from phi3_policy import Violation, check_all, validation_args
 
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"

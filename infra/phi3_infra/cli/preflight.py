@@ -4,7 +4,7 @@
         [--sku Standard_NC24ads_A100_v4 ...] [--nodes 1] [--low-priority]
         [--serving-size Standard_E4s_v3 [--serving-instances 1]] [--json]
 
-Signs in like `pulumi up` does (phi3_infra/credentials.py: azure-native's ARM_* settings, else
+Signs in like `pulumi up` does (phi3_infra/azure/credentials.py: azure-native's ARM_* settings, else
 `az login`).
 Prints the training candidates ranked per region, the serving size's quota (with the 20% reserve
 online deployments take) and, for what does not fit, the quota to request or the provider to
@@ -21,14 +21,14 @@ import argparse
 import json
 import sys
 
-from phi3_infra.arm import (
+from phi3_infra.azure.arm import (
     ArmAuthError,
     ArmError,
     add_arm_arguments,
     client_from_environment,
 )
+from phi3_infra.azure.preflight import PreflightRequest, ServingRequest, run_preflight
 from phi3_infra.config import DEFAULT_GPU_SKUS
-from phi3_infra.preflight import PreflightRequest, ServingRequest, run_preflight
 
 # 2 is argparse's own exit code for bad arguments.
 EXIT_FITS, EXIT_DOES_NOT_FIT, EXIT_AUTH, EXIT_UNREACHABLE = 0, 1, 3, 4

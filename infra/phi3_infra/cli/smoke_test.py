@@ -7,8 +7,9 @@ does not answer.
 
 With `--stack`, the stack's outputs come from `pulumi stack output --json --show-secrets`
 (openAiBaseUrl, endpointAuthMode, primaryKey). An endpoint in aadToken mode gets an Entra ID token
-for https://ml.azure.com instead of a key, signed in like `pulumi up` (phi3_infra/credentials.py).
-The key is read from the outputs or $PHI3_API_KEY, never printed.
+for https://ml.azure.com instead of a key, signed in like `pulumi up`
+(phi3_infra/azure/credentials.py). The key is read from the outputs or $PHI3_API_KEY, never
+printed.
 
 Exit codes: 0 answered; 1 no answer or an empty one; 2 bad arguments or missing outputs.
 """
@@ -74,7 +75,7 @@ def connection(args: argparse.Namespace) -> tuple[str, str]:
             "and has `pulumi up` finished?"
         )
     if outputs.get("endpointAuthMode") == "aadToken":
-        from phi3_infra.credentials import credential_from_environment
+        from phi3_infra.azure.credentials import credential_from_environment
 
         return base_url, credential_from_environment().get_token(ML_TOKEN_SCOPE).token
     key = args.api_key or outputs.get("primaryKey")

@@ -4,10 +4,10 @@
     python scripts/teardown_audit.py record --stack eastus2 [--subscription ID]
     python scripts/teardown_audit.py --record teardown-records/eastus2.json [--json]
 
-What is the stack's is found by the names the program derives, which hash the subscription,
-prefix, stack, region and nameGeneration (phi3_infra/audit.py): the stack's resource group and
-what is in it, and the soft-deleted Key Vault, hub, project and Log Analytics workspace of that
-group. Another team's stack of the same name has other names: it is never reported.
+What is the stack's is found by the names the program derives, which hash the subscription, prefix,
+stack, region and nameGeneration (phi3_infra/tooling/audit.py): the stack's resource group and what
+is in it, and the soft-deleted Key Vault, hub, project and Log Analytics workspace of that group.
+Another team's stack of the same name has other names: it is never reported.
 
 `--stack S` derives the names from Pulumi.S.yaml and the subscription and saves them as the
 stack's record, teardown-records/S.json (or `--record FILE`). `pulumi stack rm` deletes
@@ -15,7 +15,7 @@ Pulumi.S.yaml; the record is then all the audit needs: `--record FILE` alone. `r
 only writes the record, without calling Azure (run it before `pulumi destroy` in a pipeline that
 removes the stack afterwards).
 
-Signs in like `pulumi up` (phi3_infra/credentials.py: ARM_* as azure-native, else `az login`).
+Signs in like `pulumi up` (phi3_infra/azure/credentials.py: ARM_* as azure-native, else `az login`).
 
 Exit codes: 0 nothing remains (`record`: written); 1 something remains (listed, with how to
 remove it); 2 bad arguments, stack file or record; 3 could not check (sign-in, permissions,
@@ -30,11 +30,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from phi3_infra.arm import ArmError, add_arm_arguments, client_from_environment
-from phi3_infra.audit import AuditRecord, Leftover, RecordError, audit
+from phi3_infra.azure.arm import ArmError, add_arm_arguments, client_from_environment
 from phi3_infra.config import ConfigError, config_from_flat
 from phi3_infra.paths import PROJECT_ROOT
 from phi3_infra.stack_files import PROJECT, stack_file_config
+from phi3_infra.tooling.audit import AuditRecord, Leftover, RecordError, audit
 
 EXIT_CLEAN, EXIT_LEFTOVERS, EXIT_USAGE, EXIT_UNCHECKED = 0, 1, 2, 3
 RECORDS_DIR = "teardown-records"

@@ -31,19 +31,23 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from phi3_infra.api_versions import KEY_VAULT_API_VERSION, ML_API_VERSION, PROVIDERS_API_VERSION
-from phi3_infra.arm import ArmClient, ArmNotFoundError
-from phi3_infra.config import StackConfig
-from phi3_infra.naming import SUBSCRIPTION_GUID, StackNames, stack_names
-from phi3_infra.preflight import (
+from phi3_infra.azure.api_versions import (
+    KEY_VAULT_API_VERSION,
+    ML_API_VERSION,
+    PROVIDERS_API_VERSION,
+)
+from phi3_infra.azure.arm import ArmClient, ArmNotFoundError
+from phi3_infra.azure.preflight import (
     deleted_vault_blockers,
     deleted_workspace_blockers,
 )
-from phi3_infra.teardown import (
+from phi3_infra.azure.purge import (
     log_analytics_recovery_advice,
     resource_group_of,
     soft_deleted_log_analytics,
 )
+from phi3_infra.config import StackConfig
+from phi3_infra.naming import SUBSCRIPTION_GUID, StackNames, stack_names
 
 RECORD_KIND = "phi3-foundry/teardown-record"
 RECORD_VERSION = 1

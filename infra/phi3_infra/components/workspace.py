@@ -21,8 +21,8 @@ from typing import TypedDict
 import pulumi
 from pulumi_azure_native import machinelearningservices as ml
 
-from phi3_infra.foundation import OnFoundationArgs
-from phi3_infra.teardown import PermanentWorkspaceDelete
+from phi3_infra.components.foundation import OnFoundationArgs
+from phi3_infra.steps.teardown import PermanentWorkspaceDelete
 
 
 class _WorkspaceCommon(TypedDict):

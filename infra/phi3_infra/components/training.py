@@ -41,24 +41,22 @@ import pulumi.dynamic
 from pulumi_azure_native import authorization
 from pulumi_azure_native import machinelearningservices as ml
 
-from phi3_infra.api_versions import ML_API_VERSION
-from phi3_infra.arm import ArmClient, ArmNotFoundError, client_from_environment
-from phi3_infra.config import StackConfig
-from phi3_infra.data import DataFile
-from phi3_infra.dynamic import Step
-from phi3_infra.identity import WORKLOAD_PRINCIPAL
-from phi3_infra.immutable import asset_version_options, job_options
-from phi3_infra.rbac import BuiltInRole, assign_role
-from phi3_infra.teardown import JobCancellation
-from phi3_infra.trainer_flags import TrainerArg, command_words
-from phi3_infra.waiting import (
+from phi3_infra.azure.api_versions import ML_API_VERSION
+from phi3_infra.azure.arm import ArmClient, ArmNotFoundError
+from phi3_infra.azure.waiting import (
     JOB_FAILED,
     JOB_SUCCEEDED,
-    Poll,
     job_error,
     studio_link,
-    wait_for_job,
 )
+from phi3_infra.components.data import DataFile
+from phi3_infra.components.identity import WORKLOAD_PRINCIPAL
+from phi3_infra.components.immutable import asset_version_options, job_options
+from phi3_infra.components.rbac import BuiltInRole, assign_role
+from phi3_infra.config import StackConfig
+from phi3_infra.steps.job_completion import JobCompletion
+from phi3_infra.steps.teardown import JobCancellation
+from phi3_infra.trainer_flags import TrainerArg, command_words
 
 JOB_NAME_PREFIX = "phi3-ft-"
 EXPERIMENT_NAME = "phi3-fine-tuning"
@@ -68,7 +66,6 @@ MERGED_MODEL = "merged"  # the trainer's folder for the full model (LoRA merged,
 SHM_SIZE = "16g"
 MODEL_VERSION = "1"  # one model name per job: the job's hash is in the name
 _HASH_LENGTH = 16
-_POLL_INTERVAL_S = 60
 
 
 @dataclass(frozen=True)
@@ -387,43 +384,3 @@ class TrainingJob(pulumi.ComponentResource):
     def model_reference(self) -> str:
         """What `modelReference` takes to serve this job's model (registered or not yet)."""
         return f"azureml:{self.job_name}:{MODEL_VERSION}"
-
-
-class _JobCompletionProvider(Step):
-    """Blocks `pulumi up` until the job completes; fails with the job's error and log link."""
-
-    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        with client_from_environment() as client:
-            job = wait_for_job(
-                client,
-                props["job_id"],
-                props["workspace_id"],
-                Poll(timeout_s=float(props["timeout_s"]), interval_s=_POLL_INTERVAL_S),
-            )
-        return pulumi.dynamic.CreateResult(
-            id_=props["job_id"], outs={**props, "status": job["properties"]["status"]}
-        )
-
-    # A new job is a new wait; a changed timeout alone does not re-wait a finished job.
-    replaced_by = ("job_id",)
-
-
-class JobCompletion(pulumi.dynamic.Resource):
-    status: pulumi.Output[str]
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        job_id: pulumi.Input[str],
-        workspace_id: pulumi.Input[str],
-        timeout_s: int,
-        opts: pulumi.ResourceOptions,
-    ) -> None:
-        props = {
-            "job_id": job_id,
-            "workspace_id": workspace_id,
-            "timeout_s": timeout_s,
-            "status": None,
-        }
-        super().__init__(_JobCompletionProvider(), name, props, opts)

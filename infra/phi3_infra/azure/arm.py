@@ -42,7 +42,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest, HttpResponse
 from urllib3.util.retry import Retry
 
-from phi3_infra.credentials import (
+from phi3_infra.azure.credentials import (
     AZURE_PUBLIC,
     CredentialSettingsError,
     cloud_from_environment,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from phi3_infra.api_versions import ML_API_VERSION
-from phi3_infra.arm import (
+from phi3_infra.azure.api_versions import ML_API_VERSION
+from phi3_infra.azure.arm import (
     ArmAuthError,
     ArmClient,
     ArmError,

@@ -28,17 +28,17 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from phi3_infra.api_versions import (
+from phi3_infra.azure.api_versions import (
     KEY_VAULT_API_VERSION,
     ML_API_VERSION,
     PROVIDERS_API_VERSION,
     REGISTRY_API_VERSION,
     STORAGE_API_VERSION,
 )
-from phi3_infra.arm import ArmClient, ArmError, ArmNotFoundError
+from phi3_infra.azure.arm import ArmClient, ArmError, ArmNotFoundError
+from phi3_infra.catalog.online_sizes import instances_reserved, offered_to_managed_online
 from phi3_infra.config import config_key
 from phi3_infra.naming import SUBSCRIPTION_GUID
-from phi3_infra.online_sizes import instances_reserved, offered_to_managed_online
 
 # Network is not used directly, but Azure requires it registered for this workflow.
 REQUIRED_PROVIDERS = (

@@ -5,8 +5,9 @@ how-to-safely-rollout-online-endpoints.md): deploy the new model as a second dep
 endpoint with no traffic, test it alone ("set the following HTTP header: `azureml-model-deployment:
 <deployment-name>`" to invoke it "without going through traffic rules"), then send all traffic to
 it, then delete the old one ("You cannot delete a deployment that has live traffic allocated to
-it"). The program declares that order (serving.py); this dynamic resource is the test, created
-after the new deployment, and the traffic update depends on it:
+it"). The program declares that order (components/serving.py); the rollout check
+(steps/rollout_check.py) is the test, created after the new deployment, and the traffic update
+depends on it:
 
 1. the deployment is provisioned Succeeded. Azure ML fails a deployment whose readiness probe
    keeps failing past its failure threshold (how-to-troubleshoot-online-endpoints.md, "ERROR:
@@ -29,30 +30,24 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import pulumi
-import pulumi.dynamic
 import requests
 from azure.core.exceptions import ClientAuthenticationError
 
-from phi3_infra.api_versions import ML_API_VERSION
-from phi3_infra.arm import ArmClient, client_from_environment
+from phi3_infra.azure.api_versions import ML_API_VERSION
+from phi3_infra.azure.arm import ArmClient, Poll
+from phi3_infra.azure.credentials import credential_from_environment
+from phi3_infra.azure.waiting import poll_until_terminal
 from phi3_infra.config import EndpointAuthMode
-from phi3_infra.credentials import credential_from_environment
-from phi3_infra.dynamic import Step
-from phi3_infra.waiting import Poll, poll_until_terminal
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 MODEL_ERROR_STATUS = "ms-azureml-model-error-statuscode"
 ML_DATA_PLANE_SCOPE = "https://ml.azure.com/.default"
+
 # The portal's chat body for the scoring route, answered with {"output": "<reply>"}
 # (serving_image/phi3_server/schemas.py ChatScoreRequest, app.py `score`).
 SMOKE_PROMPT = "What is the capital of France? Answer in one word."
 SMOKE_MAX_NEW_TOKENS = 16
 _PROVISIONED = frozenset({"Succeeded", "Failed", "Canceled"})
-# Azure's own wait for a deployment has ended when this runs (azure-native waits for the create);
-# this bounds a re-run that finds one still Creating or Updating.
-PROVISION_TIMEOUT_S = 1800
-PROVISION_POLL_S = 15.0
 _CONNECT_TIMEOUT_S = 30
 _EXCERPT_CHARS = 300
 
@@ -200,38 +195,3 @@ def check_rollout(client: ArmClient, target: RolloutTarget, poll: Poll) -> str:
             "again), or go back to the model served before (the new deployment is then removed)."
         ) from None
     return reply
-
-
-class _RolloutCheckProvider(Step):
-    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        target = RolloutTarget(
-            deployment_id=props["deployment_id"],
-            auth_mode=EndpointAuthMode(props["auth_mode"]),
-            request_timeout_s=int(props["request_timeout_s"]),
-        )
-        with client_from_environment() as client:
-            check_rollout(
-                client, target, Poll(timeout_s=PROVISION_TIMEOUT_S, interval_s=PROVISION_POLL_S)
-            )
-        return pulumi.dynamic.CreateResult(id_=target.deployment_id, outs=props)
-
-    # One check per deployment: a deployment that serves already is not checked again.
-    replaced_by = ("deployment_id",)
-
-
-class RolloutCheck(pulumi.dynamic.Resource):
-    def __init__(
-        self,
-        name: str,
-        *,
-        deployment_id: pulumi.Input[str],
-        auth_mode: EndpointAuthMode,
-        request_timeout_s: int,
-        opts: pulumi.ResourceOptions,
-    ) -> None:
-        props = {
-            "deployment_id": deployment_id,
-            "auth_mode": auth_mode.value,
-            "request_timeout_s": request_timeout_s,
-        }
-        super().__init__(_RolloutCheckProvider(), name, props, opts)

@@ -16,7 +16,7 @@ from pulumi_azure_native import (
 )
 
 from phi3_infra.naming import StackNames
-from phi3_infra.teardown import PermanentLogAnalyticsDelete, SoftDeletePurge
+from phi3_infra.steps.teardown import PermanentLogAnalyticsDelete, SoftDeletePurge
 
 _LOG_RETENTION_DAYS = 30
 # Shortest retention Azure allows: a destroyed stack's vault name is released sooner.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from phi3_infra.offline import input_at
+from phi3_infra.tooling.offline import input_at
 
 PRICE_TABLE = Path(__file__).with_name("prices.json")
 HOURS_PER_DAY = 24

@@ -11,33 +11,24 @@ account has shared keys disabled, and azure-native's `storage.Blob` needs them
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pulumi
 import pulumi.dynamic
-import requests
 from pulumi_azure_native import machinelearningservices as ml
 from pulumi_azure_native import storage
 
-from phi3_infra.api_versions import BLOB_API_VERSION
+from phi3_infra.components.immutable import asset_version_options
+from phi3_infra.components.rbac import BuiltInRole, Deployer, assign_to_deployer
 from phi3_infra.config import StackConfig
-from phi3_infra.dynamic import Step
-from phi3_infra.immutable import asset_version_options
 from phi3_infra.line_endings import read_as_sent
 from phi3_infra.paths import project_path
-from phi3_infra.rbac import BuiltInRole, Deployer, assign_to_deployer
-from phi3_infra.redaction import without_query
+from phi3_infra.steps.blob_upload import BlobUpload
 from phi3_training_rules.data_validation import validate_chat_jsonl
 
 DATA_CONTAINER = "training-data"
-STORAGE_SCOPE = "https://storage.azure.com/.default"
-# A fresh role assignment for the deploying identity takes minutes to reach the data plane.
-_RBAC_PROPAGATION_S = 600
-_RETRY_INTERVAL_S = 15
 _MAX_PROBLEMS_SHOWN = 20
 
 
@@ -91,69 +82,6 @@ def validate_data(config: StackConfig) -> list[DataFile]:
             + "\n  ".join(shown)
         )
     return files
-
-
-def upload_blob(
-    blob_url: str,
-    data: bytes,
-    token: Callable[[], str],
-    *,
-    patience_s: float = _RBAC_PROPAGATION_S,
-    interval_s: float = _RETRY_INTERVAL_S,
-) -> None:
-    """PUT one block blob with a bearer token; 403 is retried while a new role propagates."""
-    deadline = time.monotonic() + patience_s
-    while True:
-        response = requests.put(
-            blob_url,
-            data=data,
-            headers={
-                "Authorization": f"Bearer {token()}",
-                "x-ms-version": BLOB_API_VERSION,
-                "x-ms-blob-type": "BlockBlob",
-                "Content-Type": "application/jsonl",
-            },
-            timeout=300,
-        )
-        if response.status_code in (200, 201):
-            return
-        if response.status_code != 403 or time.monotonic() + interval_s > deadline:
-            raise RuntimeError(
-                f"upload to {without_query(blob_url)} failed ({response.status_code}): "
-                f"{response.text[:300]}"
-            )
-        time.sleep(interval_s)
-
-
-def _storage_token() -> str:
-    # Signed in like every other call of the project (ARM_* as azure-native, else AZURE_*).
-    from phi3_infra.credentials import credential_from_environment
-
-    return str(credential_from_environment().get_token(STORAGE_SCOPE).token)
-
-
-class _BlobUploadProvider(Step):
-    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        # The bytes the data hash (and so the blob name and data version) was computed over.
-        upload_blob(props["url"], read_as_sent(Path(props["path"])), _storage_token)
-        return pulumi.dynamic.CreateResult(id_=props["url"], outs=props)
-
-    replaced_by = ("url",)
-
-
-class BlobUpload(pulumi.dynamic.Resource):
-    url: pulumi.Output[str]
-
-    def __init__(
-        self,
-        name: str,
-        url: pulumi.Input[str],
-        path: Path,
-        sha256: str,
-        opts: pulumi.ResourceOptions,
-    ) -> None:
-        props = {"url": url, "path": str(path), "sha256": sha256}
-        super().__init__(_BlobUploadProvider(), name, props, opts)
 
 
 @dataclass(frozen=True)

@@ -30,25 +30,21 @@ as the deployment's request settings, so the two cannot drift.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import pulumi
 import pulumi.dynamic
 from pulumi_azure_native import machinelearningservices as ml
 
-from phi3_infra.api_versions import ML_API_VERSION
-from phi3_infra.arm import ArmClient, ArmNotFoundError, client_from_environment
+from phi3_infra.components.identity import runs_as
+from phi3_infra.components.immutable import asset_version_options
 from phi3_infra.config import EndpointAuthMode, StackConfig
-from phi3_infra.dynamic import Step
-from phi3_infra.identity import runs_as
-from phi3_infra.immutable import asset_version_options
-from phi3_infra.rollout import RolloutCheck
-from phi3_infra.waiting import OperationFailed, Poll, poll_until_terminal
+from phi3_infra.steps.endpoint_traffic import EndpointTraffic
+from phi3_infra.steps.rollout_check import RolloutCheck
 
 SERVER_ENVIRONMENT = "phi3-server"
 DEPLOYMENT_PREFIX = "phi3-"
@@ -63,9 +59,6 @@ _AUTH_MODES = {
     EndpointAuthMode.KEY: ml.EndpointAuthMode.KEY,
     EndpointAuthMode.AAD_TOKEN: ml.EndpointAuthMode.AAD_TOKEN,
 }
-_PROVISIONED = frozenset({"Succeeded", "Failed", "Canceled"})
-_TRAFFIC_TIMEOUT_S = 900
-TRAFFIC_POLL_S = 10.0
 
 
 def server_environment_variables(config: StackConfig) -> dict[str, str]:
@@ -277,75 +270,3 @@ class ServingEndpoint(pulumi.ComponentResource):
             deployment_name=name,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment, check]),
         )
-
-
-def set_endpoint_traffic(
-    client: ArmClient, endpoint_id: str, traffic: Mapping[str, int], poll: Poll
-) -> dict[str, Any]:
-    """PUT the endpoint back with `traffic` (ARM's PATCH takes only tags and identity) and wait
-    until it is provisioned."""
-    endpoint = client.get_json(endpoint_id, ML_API_VERSION)
-    properties = {**endpoint["properties"], "traffic": dict(traffic)}
-    kept: tuple[str, ...] = ("location", "identity", "tags", "kind")
-    body: dict[str, Any] = {key: endpoint[key] for key in kept if key in endpoint}
-    client.put_json(endpoint_id, ML_API_VERSION, {**body, "properties": properties})
-    final = poll_until_terminal(
-        client,
-        endpoint_id,
-        ML_API_VERSION,
-        _PROVISIONED,
-        poll,
-        f"traffic update of {endpoint_id.rsplit('/', 1)[-1]}",
-        advice=(
-            "Run `pulumi up` again once the endpoint's provisioning state (studio > Endpoints) "
-            "is Succeeded; it puts the same traffic again."
-        ),
-        status_key="provisioningState",
-    )
-    state = final["properties"]["provisioningState"]
-    if state != "Succeeded":
-        raise OperationFailed(f"traffic update of {endpoint_id} ended {state}")
-    return dict(final)
-
-
-class _EndpointTrafficProvider(Step):
-    def _apply(self, props: dict[str, Any], traffic: dict[str, int]) -> None:
-        with client_from_environment() as client:
-            set_endpoint_traffic(
-                client,
-                props["endpoint_id"],
-                traffic,
-                Poll(timeout_s=_TRAFFIC_TIMEOUT_S, interval_s=TRAFFIC_POLL_S),
-            )
-
-    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        self._apply(props, {props["deployment_name"]: 100})
-        return pulumi.dynamic.CreateResult(id_=props["endpoint_id"], outs=props)
-
-    def update(
-        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> pulumi.dynamic.UpdateResult:
-        # {new: 100} alone: the deployment that served before gets 0% and can then be deleted.
-        self._apply(news, {news["deployment_name"]: 100})
-        return pulumi.dynamic.UpdateResult(outs=news)
-
-    replaced_by = ("endpoint_id",)
-    updated_by = ("deployment_name",)
-
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        # An endpoint that is already gone took its traffic with it.
-        with contextlib.suppress(ArmNotFoundError):
-            self._apply(props, {})
-
-
-class EndpointTraffic(pulumi.dynamic.Resource):
-    def __init__(
-        self,
-        name: str,
-        *,
-        endpoint_id: pulumi.Input[str],
-        deployment_name: pulumi.Input[str],
-        opts: pulumi.ResourceOptions,
-    ) -> None:
-        props = {"endpoint_id": endpoint_id, "deployment_name": deployment_name}
-        super().__init__(_EndpointTrafficProvider(), name, props, opts)

@@ -24,7 +24,7 @@ import pulumi
 from pulumi_azure_native import machinelearningservices as ml
 from pulumi_azure_native import managedidentity
 
-from phi3_infra.rbac import BuiltInRole, assign_role
+from phi3_infra.components.rbac import BuiltInRole, assign_role
 
 WORKLOAD_PRINCIPAL = "workload"
 ENDPOINT_PRINCIPAL = "endpoint"

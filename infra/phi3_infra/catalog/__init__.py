@@ -1,0 +1,1 @@
+"""What Azure offers, as tables with their sources: regions, VM sizes and the GPUs behind them."""
