@@ -22,14 +22,8 @@ from phi3_infra.azure.registry_build import RegistryToken, exchange_acr_refresh_
 from phi3_infra.azure.waiting import studio_run_url
 from phi3_infra.build_context import ImageContextError, ImageSource, image_sources
 from phi3_infra.catalog.vm_sizes import known_gpus_per_node
-from phi3_infra.components.data import (
-    DataError,
-    DataFile,
-    TrainingData,
-    TrainingDataArgs,
-    validate_data,
-)
-from phi3_infra.components.foundation import Foundation, FoundationArgs, OnFoundationArgs
+from phi3_infra.components.data import TrainingData, TrainingDataArgs
+from phi3_infra.components.foundation import Foundation, FoundationArgs
 from phi3_infra.components.identity import (
     ENDPOINT_PRINCIPAL,
     WORKLOAD_PRINCIPAL,
@@ -42,6 +36,7 @@ from phi3_infra.components.identity import (
 from phi3_infra.components.images import ContainerImages, ImagesArgs
 from phi3_infra.components.rbac import Deployer
 from phi3_infra.components.serving import (
+    EndpointSettings,
     ServedModel,
     ServingArgs,
     ServingEndpoint,
@@ -60,11 +55,12 @@ from phi3_infra.components.training import (
     registers_model,
     submitted_job,
 )
-from phi3_infra.components.workspace import FoundryWorkspace
+from phi3_infra.components.workspace import FoundryWorkspace, WorkspaceArgs
 from phi3_infra.config import ConfigError, StackConfig, Stage, load_stack_config
 from phi3_infra.fit import check_training_fits
 from phi3_infra.naming import StackNames, stack_names
 from phi3_infra.tags import stack_tags
+from phi3_infra.training_data import DataError, DataFile, validate_data
 
 SKIPPED_PREFLIGHT_WARNING = (
     "skipPreflight is set: VM size, training and serving quota, resource-provider, name "
@@ -264,9 +260,6 @@ def build_environment(config: StackConfig, names: StackNames) -> Environment:
             key_vault_purge_protection=config.key_vault_purge_protection,
         ),
     )
-    on_foundation = OnFoundationArgs(
-        names=names, foundation=foundation, tags=tags, subscription_id=client.subscription_id
-    )
     identity = WorkloadIdentity(
         "workload-identity",
         IdentityArgs(
@@ -283,7 +276,22 @@ def build_environment(config: StackConfig, names: StackNames) -> Environment:
             tags=tags,
         ),
     )
-    workspace = FoundryWorkspace("foundry", on_foundation, job_identity_id=identity.identity.id)
+    workspace = FoundryWorkspace(
+        "foundry",
+        WorkspaceArgs(
+            hub_name=names.hub,
+            project_name=names.project,
+            resource_group_name=foundation.resource_group.name,
+            location=foundation.resource_group.location,
+            storage_account_id=foundation.storage_account.id,
+            key_vault_id=foundation.key_vault.id,
+            container_registry_id=foundation.container_registry.id,
+            app_insights_id=foundation.app_insights.id,
+            job_identity_id=identity.identity.id,
+            subscription_id=client.subscription_id,
+            tags=tags,
+        ),
+    )
     return Environment(config, names, tags, foundation, identity, workspace, client)
 
 
@@ -300,7 +308,8 @@ class Validated:
 
 def check_inputs(config: StackConfig, names: StackNames, subscription_id: str) -> Validated:
     """The data and the image contexts the stages need; raises before any resource exists."""
-    data_files = validate_data(config) if config.uses(Stage.TRAIN) else []
+    wanted = {"train": config.training_data, "validation": config.validation_data}
+    data_files = validate_data(wanted) if config.uses(Stage.TRAIN) else []
     return Validated(config, names, data_files, image_sources(config), subscription_id)
 
 
@@ -320,7 +329,7 @@ def build_images(
     return ContainerImages(
         "images",
         ImagesArgs(
-            config=env.config,
+            image_build=env.config.image_build,
             sources=sources,
             registry_name=env.names.container_registry,
             registry_id=foundation.container_registry.id,
@@ -359,8 +368,9 @@ def build_training(
         TrainingDataArgs(
             files=checked.data_files,
             resource_group_name=foundation.resource_group.name,
-            storage_account=foundation.storage_account,
             storage_account_name=env.names.storage_account,
+            storage_account_id=foundation.storage_account.id,
+            blob_endpoint=foundation.storage_account.primary_endpoints.apply(lambda e: e.blob),
             workspace_name=project.name,
             deployer=env.deployer,
             tags=env.tags,
@@ -369,10 +379,8 @@ def build_training(
     return TrainingJob(
         "training",
         TrainingJobArgs(
-            config=config,
             inputs=training_inputs(checked),
             sizing=sizing,
-            data_files=checked.data_files,
             data_assets=data.assets,
             trainer_image_ref=images.refs["trainer"],
             resource_group_name=foundation.resource_group.name,
@@ -390,7 +398,10 @@ def build_training(
                 *data.versions,
                 images,
             ],
-            register_model=registers_model(config, job),
+            register_model=registers_model(config.wait_for_training, job),
+            wait_timeout_s=(
+                config.training_timeout_minutes * 60 if config.wait_for_training else None
+            ),
         ),
     )
 
@@ -426,9 +437,20 @@ def served_model(
     reference = config.model_name_and_version()
     if reference is not None:
         return ServedModel(*reference)
-    if registers_model(config, job):
+    if registers_model(config.wait_for_training, job):
         return ServedModel(training_inputs(checked).job_name, MODEL_VERSION)
     return find_served(checked)
+
+
+def endpoint_settings(config: StackConfig) -> EndpointSettings:
+    return EndpointSettings(
+        location=config.location,
+        auth_mode=config.endpoint_auth_mode,
+        instance_type=config.serving_instance_type,
+        instance_count=config.serving_instance_count,
+        request_timeout_s=config.request_timeout_seconds,
+        max_concurrent_requests=config.max_concurrent_requests,
+    )
 
 
 def build_serving(
@@ -442,7 +464,7 @@ def build_serving(
     return ServingEndpoint(
         "serving",
         ServingArgs(
-            config=config,
+            settings=endpoint_settings(config),
             endpoint_name=env.names.online_endpoint,
             server_image_identity=checked.images["server"].identity,
             server_image_ref=images.refs["server"],
@@ -490,7 +512,7 @@ def report_training(
             f"serving {served.reference} (phi3-foundry:modelReference); the model of training job "
             f"{name} is served once modelReference is removed"
         )
-    if registers_model(config, job):
+    if registers_model(config.wait_for_training, job):
         return
     if job is None:
         where = studio_run_url(name, _project_path(checked))

@@ -30,11 +30,11 @@ import httpx
 
 from phi3_infra.build_context import ImageContextError
 from phi3_infra.cli.plan import plan_stack
-from phi3_infra.components.data import DataError
 from phi3_infra.config import ConfigError
 from phi3_infra.paths import PROJECT_ROOT
 from phi3_infra.stack_files import stack_file_config
 from phi3_infra.tooling.offline import OfflineRun
+from phi3_infra.training_data import DataError
 from phi3_rehearsal.deployment import DeploymentFailed, RunningDeployment, deploy_planned
 from phi3_rehearsal.images import ImageSpecError, image_env
 from phi3_rehearsal.job import JobContractError, JobFailed, run_planned_job

@@ -72,6 +72,30 @@ def test_a_module_imports_only_its_own_layer_and_those_below(module: str, path: 
     assert not backward, f"the package imports what uses it: {backward}"
 
 
+def test_only_the_composition_root_and_plan_time_helpers_read_the_stack_config() -> None:
+    """Components, steps and Azure operations take what they use (IDs in, IDs out)."""
+    readers = {
+        module
+        for module, path in _modules()
+        for _, imported in _imports(path)
+        if imported == "phi3_infra.config.StackConfig"
+        and _layer(module) in {"components", "steps", "azure", "catalog"}
+    }
+    assert readers == set()
+
+
+def test_azure_operations_and_the_catalog_declare_no_resources() -> None:
+    """Plain functions over the ARM client, usable by the tools without a Pulumi engine."""
+    declaring = {
+        f"{module}: {imported}"
+        for module, path in _modules()
+        if _layer(module) in {"azure", "catalog"}
+        for _, imported in _imports(path)
+        if imported.startswith(("pulumi_azure_native", "pulumi.dynamic"))
+    }
+    assert declaring == set()
+
+
 def test_the_layers_cover_the_package() -> None:
     """A new folder is a layer with a place in LAYERS, not a module the rules never see."""
     folders = {path.parent.name for _, path in _modules() if path.parent != PACKAGE}

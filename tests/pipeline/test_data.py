@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from phi3_infra.azure.blob import upload_blob
-from phi3_infra.components.data import DataError
 from phi3_infra.tooling.offline import OfflineRun
+from phi3_infra.training_data import DataError
 from tests.fakes.arm_pipeline import PipelineArm
 from tests.imports import run_and_list_modules
 from tests.pipeline.conftest import Plan
@@ -112,11 +112,11 @@ def test_validation_runs_in_the_programs_own_environment(repo_root: Path) -> Non
     without it."""
     probe = (
         "from phi3_infra.config import parse_stack_config; "
-        "from phi3_infra.components.data import validate_data; "
+        "from phi3_infra.training_data import validate_data; "
         "config = parse_stack_config({'location': 'eastus2', 'owner': 'o', "
         "'expiresOn': '2027-01-01', 'stages': ['infra', 'train'], "
         "'trainingData': 'scripts/data/capitals_chat.jsonl'}); "
-        "print(validate_data(config)[0].records)"
+        "print(validate_data({'train': config.training_data})[0].records)"
     )
     printed, loaded = run_and_list_modules(probe, repo_root)
     assert printed == ["240"]

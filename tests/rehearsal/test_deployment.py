@@ -144,7 +144,7 @@ def test_server_must_read_and_accept_every_planned_variable(
     monkeypatch.setattr(
         serving,
         "server_environment_variables",
-        lambda config: planned_variables(config) | variables,
+        lambda settings: planned_variables(settings) | variables,
     )
     with pytest.raises(DeploymentFailed, match=message) as failure:
         replanned_deploy(repo_root, job_outputs, server, tmp_path)
@@ -178,7 +178,7 @@ def test_a_server_that_exits_fails_the_deployment_with_its_log(
     monkeypatch.setattr(
         serving,
         "server_environment_variables",
-        lambda config: planned_variables(config) | {"PHI3_SERVER_MODEL_DIR": str(missing)},
+        lambda settings: planned_variables(settings) | {"PHI3_SERVER_MODEL_DIR": str(missing)},
     )
     with pytest.raises(
         DeploymentFailed, match="exited with code 2 before its livenessProbe"

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-import pulumi.dynamic
 
 from phi3_infra.azure.api_versions import (
     KEY_VAULT_API_VERSION,

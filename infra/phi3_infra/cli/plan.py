@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from phi3_infra.build_context import ImageContextError
-from phi3_infra.components.data import DataError
 from phi3_infra.components.rbac import BuiltInRole
 from phi3_infra.config import ConfigError
 from phi3_infra.paths import PROJECT_ROOT
@@ -40,6 +39,7 @@ from phi3_infra.tooling.offline import (
     run_offline,
 )
 from phi3_infra.tooling.pricing import estimate_costs
+from phi3_infra.training_data import DataError
 from phi3_policy import Violation, check_all, validation_args
 
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"

@@ -161,13 +161,3 @@ class Foundation(pulumi.ComponentResource):
                 "appInsightsId": self.app_insights.id,
             }
         )
-
-
-@dataclass(frozen=True)
-class OnFoundationArgs:
-    """What a component built on top of the foundation needs."""
-
-    names: StackNames
-    foundation: Foundation
-    tags: dict[str, str]
-    subscription_id: pulumi.Input[str]

@@ -16,12 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
-import pulumi.dynamic
 
 from phi3_infra.azure.registry_build import RegistryToken, exchange_acr_refresh_token
 from phi3_infra.build_context import ImageSource
 from phi3_infra.components.rbac import BuiltInRole, Deployer, assign_to_deployer
-from phi3_infra.config import ImageBuild, StackConfig
+from phi3_infra.config import ImageBuild
 from phi3_infra.steps.registry_build import RegistryBuild, RegistryBuildInputs
 
 # The username ACR expects with a refresh token obtained from /oauth2/exchange.
@@ -30,7 +29,7 @@ ACR_TOKEN_USERNAME = "00000000-0000-0000-0000-000000000000"
 
 @dataclass(frozen=True)
 class ImagesArgs:
-    config: StackConfig
+    image_build: ImageBuild
     sources: Mapping[str, ImageSource]
     registry_name: str  # deterministic Azure name, for the push role assignment's name
     registry_id: pulumi.Input[str]
@@ -51,7 +50,7 @@ class ContainerImages(pulumi.ComponentResource):
         super().__init__("phi3:images:ContainerImages", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.refs = {}
-        if args.config.image_build is ImageBuild.LOCAL and any(
+        if args.image_build is ImageBuild.LOCAL and any(
             source.reference is None for source in args.sources.values()
         ):
             # Whoever runs `pulumi up` pushes with their own Entra identity: AcrPush, no admin.
@@ -69,7 +68,7 @@ class ContainerImages(pulumi.ComponentResource):
                 continue
             assert source.context is not None
             ref = pulumi.Output.concat(args.login_server, f"/{source.repository}:{source.tag}")
-            if args.config.image_build is ImageBuild.LOCAL:
+            if args.image_build is ImageBuild.LOCAL:
                 self.refs[role] = _local_build(role, source, ref, args, child)
             else:
                 build = RegistryBuild(

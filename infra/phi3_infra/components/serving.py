@@ -37,12 +37,11 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 import pulumi
-import pulumi.dynamic
 from pulumi_azure_native import machinelearningservices as ml
 
 from phi3_infra.components.identity import runs_as
 from phi3_infra.components.immutable import asset_version_options
-from phi3_infra.config import EndpointAuthMode, StackConfig
+from phi3_infra.config import EndpointAuthMode
 from phi3_infra.steps.endpoint_traffic import EndpointTraffic
 from phi3_infra.steps.rollout_check import RolloutCheck
 
@@ -61,11 +60,23 @@ _AUTH_MODES = {
 }
 
 
-def server_environment_variables(config: StackConfig) -> dict[str, str]:
+@dataclass(frozen=True)
+class EndpointSettings:
+    """How the endpoint serves: its region, sign-in, size and request limits."""
+
+    location: str
+    auth_mode: EndpointAuthMode
+    instance_type: str
+    instance_count: int
+    request_timeout_s: int
+    max_concurrent_requests: int
+
+
+def server_environment_variables(settings: EndpointSettings) -> dict[str, str]:
     """The server's own limits, from the values the deployment's request settings use."""
     return {
-        "PHI3_SERVER_REQUEST_TIMEOUT": str(config.request_timeout_seconds),
-        "PHI3_SERVER_MAX_CONCURRENT_REQUESTS": str(config.max_concurrent_requests),
+        "PHI3_SERVER_REQUEST_TIMEOUT": str(settings.request_timeout_s),
+        "PHI3_SERVER_MAX_CONCURRENT_REQUESTS": str(settings.max_concurrent_requests),
     }
 
 
@@ -130,7 +141,7 @@ def _probe(*, initial_delay_s: int, failure_threshold: int) -> ml.ProbeSettingsA
 
 @dataclass(frozen=True)
 class ServingArgs:
-    config: StackConfig
+    settings: EndpointSettings
     endpoint_name: str
     server_image_identity: str  # content tag or pinned reference: the environment's version
     server_image_ref: pulumi.Input[str]
@@ -156,7 +167,7 @@ class ServingEndpoint(pulumi.ComponentResource):
         self, name: str, args: ServingArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("phi3:serving:ServingEndpoint", name, None, opts)
-        config = args.config
+        settings = args.settings
         in_workspace = _InWorkspace(
             resource_group_name=args.resource_group_name, workspace_name=args.workspace_name
         )
@@ -183,11 +194,11 @@ class ServingEndpoint(pulumi.ComponentResource):
         self.endpoint = ml.OnlineEndpoint(
             "online-endpoint",
             endpoint_name=args.endpoint_name,
-            location=config.location,
+            location=settings.location,
             tags=dict(args.tags),
             identity=runs_as(args.identity_id),
             properties=ml.OnlineEndpointPropertiesArgs(
-                auth_mode=_AUTH_MODES[config.endpoint_auth_mode],
+                auth_mode=_AUTH_MODES[settings.auth_mode],
                 description="Fine-tuned Phi-3 (OpenAI-compatible under /v1, reference /score)",
             ),
             # Traffic belongs to EndpointTraffic below; a refresh must not take it back.
@@ -201,7 +212,7 @@ class ServingEndpoint(pulumi.ComponentResource):
         self.openai_base_url = self.scoring_uri.apply(openai_base_url)
         self.primary_key = None
         self.secondary_key: pulumi.Output[str] | None = None
-        if config.endpoint_auth_mode is EndpointAuthMode.KEY:
+        if settings.auth_mode is EndpointAuthMode.KEY:
             keys = ml.list_online_endpoint_keys_output(
                 endpoint_name=self.endpoint.name,
                 opts=pulumi.InvokeOutputOptions(parent=self, depends_on=[self.endpoint]),
@@ -222,15 +233,15 @@ class ServingEndpoint(pulumi.ComponentResource):
         in_workspace: _InWorkspace,
     ) -> None:
         """The model's own deployment, its check, then traffic on it (the module's docstring)."""
-        config = args.config
+        settings = args.settings
         name = deployment_name(model, environment_version)
         self.deployment = ml.OnlineDeployment(
             f"online-deployment-{name}",
             endpoint_name=self.endpoint.name,
             deployment_name=name,
-            location=config.location,
+            location=settings.location,
             tags=dict(args.tags),
-            sku=ml.SkuArgs(name="Default", capacity=config.serving_instance_count),
+            sku=ml.SkuArgs(name="Default", capacity=settings.instance_count),
             properties=ml.ManagedOnlineDeploymentArgs(
                 endpoint_compute_type="Managed",
                 description=f"{model.reference} on {SERVER_ENVIRONMENT}:{environment_version}",
@@ -238,11 +249,11 @@ class ServingEndpoint(pulumi.ComponentResource):
                     args.project_id, f"/models/{model.name}/versions/{model.version}"
                 ),
                 environment_id=environment.id,
-                instance_type=config.serving_instance_type,
-                environment_variables=server_environment_variables(config),
+                instance_type=settings.instance_type,
+                environment_variables=server_environment_variables(settings),
                 request_settings=ml.OnlineRequestSettingsArgs(
-                    request_timeout=f"PT{config.request_timeout_seconds}S",
-                    max_concurrent_requests_per_instance=config.max_concurrent_requests,
+                    request_timeout=f"PT{settings.request_timeout_s}S",
+                    max_concurrent_requests_per_instance=settings.max_concurrent_requests,
                 ),
                 # Loading a 3.8B model on CPU takes minutes: readiness waits up to 20 minutes.
                 liveness_probe=_probe(initial_delay_s=60, failure_threshold=30),
@@ -258,8 +269,8 @@ class ServingEndpoint(pulumi.ComponentResource):
         check = RolloutCheck(
             f"rollout-check-{name}",
             deployment_id=self.deployment.id,
-            auth_mode=config.endpoint_auth_mode,
-            request_timeout_s=config.request_timeout_seconds,
+            auth_mode=settings.auth_mode,
+            request_timeout_s=settings.request_timeout_s,
             opts=pulumi.ResourceOptions(parent=self),
         )
         # One logical name across rollouts: a new deployment updates it, never replaces it

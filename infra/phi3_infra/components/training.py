@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import pulumi.dynamic
 from pulumi_azure_native import authorization
 from pulumi_azure_native import machinelearningservices as ml
 
@@ -49,11 +48,9 @@ from phi3_infra.azure.waiting import (
     job_error,
     studio_link,
 )
-from phi3_infra.components.data import DataFile
 from phi3_infra.components.identity import WORKLOAD_PRINCIPAL
 from phi3_infra.components.immutable import asset_version_options, job_options
 from phi3_infra.components.rbac import BuiltInRole, assign_role
-from phi3_infra.config import StackConfig
 from phi3_infra.steps.job_completion import JobCompletion
 from phi3_infra.steps.teardown import JobCancellation
 from phi3_infra.trainer_flags import TrainerArg, command_words
@@ -186,10 +183,10 @@ def _sizing(properties: Mapping[str, Any]) -> JobSizing | None:
     )
 
 
-def registers_model(config: StackConfig, job: SubmittedJob | None) -> bool:
+def registers_model(waits_for_training: bool, job: SubmittedJob | None) -> bool:
     """Whether this run registers the trained model: after its wait, or once Azure says the job
     Completed when it does not wait (module docstring)."""
-    return config.wait_for_training or (job is not None and job.completed)
+    return waits_for_training or (job is not None and job.completed)
 
 
 def _shell_word(word: str) -> str:
@@ -214,10 +211,8 @@ def trainer_command(
 
 @dataclass(frozen=True)
 class TrainingJobArgs:
-    config: StackConfig
     inputs: TrainingInputs
     sizing: JobSizing
-    data_files: list[DataFile]
     data_assets: Mapping[str, pulumi.Input[str]]  # role -> ARM id of the data version
     trainer_image_ref: pulumi.Input[str]
     resource_group_name: pulumi.Input[str]
@@ -235,6 +230,8 @@ class TrainingJobArgs:
     depends_on: Sequence[pulumi.Resource]
     # Register the model: after the wait, or (not waiting) because the job already Completed.
     register_model: bool
+    # Wait for the job's end within this bound (`waitForTraining`); None: do not wait.
+    wait_timeout_s: int | None
 
 
 class TrainingJob(pulumi.ComponentResource):
@@ -250,7 +247,7 @@ class TrainingJob(pulumi.ComponentResource):
         self, name: str, args: TrainingJobArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("phi3:training:TrainingJob", name, None, opts)
-        config, inputs, sizing = args.config, args.inputs, args.sizing
+        inputs, sizing = args.inputs, args.sizing
         self.job_name = inputs.job_name
         environment = ml.EnvironmentVersion(
             "trainer-environment",
@@ -296,7 +293,7 @@ class TrainingJob(pulumi.ComponentResource):
                 display_name=f"Phi-3 fine-tuning {self.job_name}",
                 experiment_name=EXPERIMENT_NAME,
                 command=trainer_command(
-                    [data.role for data in args.data_files], inputs.base_model, inputs.trainer_args
+                    list(args.data_assets), inputs.base_model, inputs.trainer_args
                 ),
                 environment_id=environment.id,
                 # No compute_id: the job runs on serverless compute (module docstring).
@@ -349,12 +346,12 @@ class TrainingJob(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.job]),
         )
         self.completion, self.model = None, None
-        if config.wait_for_training:
+        if args.wait_timeout_s is not None:
             self.completion = JobCompletion(
                 "training-job-completion",
                 job_id=self.job.id,
                 workspace_id=args.workspace_id,
-                timeout_s=config.training_timeout_minutes * 60,
+                timeout_s=args.wait_timeout_s,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.job]),
             )
         if args.register_model:

@@ -16,12 +16,12 @@ whole account.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TypedDict
 
 import pulumi
 from pulumi_azure_native import machinelearningservices as ml
 
-from phi3_infra.components.foundation import OnFoundationArgs
 from phi3_infra.steps.teardown import PermanentWorkspaceDelete
 
 
@@ -35,39 +35,50 @@ class _WorkspaceCommon(TypedDict):
     opts: pulumi.ResourceOptions
 
 
+@dataclass(frozen=True)
+class WorkspaceArgs:
+    hub_name: str
+    project_name: str
+    resource_group_name: pulumi.Input[str]
+    location: pulumi.Input[str]
+    # The services the hub is attached to, by ARM id.
+    storage_account_id: pulumi.Input[str]
+    key_vault_id: pulumi.Input[str]
+    container_registry_id: pulumi.Input[str]
+    app_insights_id: pulumi.Input[str]
+    job_identity_id: pulumi.Input[str]  # the user-assigned identity serverless jobs run as
+    subscription_id: pulumi.Input[str]
+    tags: dict[str, str]
+
+
 class FoundryWorkspace(pulumi.ComponentResource):
     """A hub attached to the foundation's services, and one project in it that serverless jobs
     can run in as `job_identity_id` (the ARM id of a user-assigned identity)."""
 
     def __init__(
-        self,
-        name: str,
-        args: OnFoundationArgs,
-        job_identity_id: pulumi.Input[str],
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: WorkspaceArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("phi3:infra:FoundryWorkspace", name, None, opts)
-        names, foundation = args.names, args.foundation
+        attached = [
+            args.storage_account_id,
+            args.key_vault_id,
+            args.container_registry_id,
+            args.app_insights_id,
+        ]
         # Depends on everything the workspaces use, the project's job identity included, and is
         # depended on by the hub and the project: `pulumi destroy` forgets both, then deletes
         # them permanently here (project first) while all they use still exists (teardown.py).
         self.permanent_delete = PermanentWorkspaceDelete(
             "workspace-permanent-delete",
             subscription_id=args.subscription_id,
-            resource_group=foundation.resource_group.name,
-            workspaces=(names.project, names.hub),
-            uses=[
-                foundation.storage_account.id,
-                foundation.key_vault.id,
-                foundation.container_registry.id,
-                foundation.app_insights.id,
-                job_identity_id,
-            ],
+            resource_group=args.resource_group_name,
+            workspaces=(args.project_name, args.hub_name),
+            uses=[*attached, args.job_identity_id],
             opts=pulumi.ResourceOptions(parent=self),
         )
         common = _WorkspaceCommon(
-            resource_group_name=foundation.resource_group.name,
-            location=foundation.resource_group.location,
+            resource_group_name=args.resource_group_name,
+            location=args.location,
             sku={"name": "Basic", "tier": ml.SkuTier.BASIC},
             tags=args.tags,
             # Azure ML keeps a workspace soft-deleted, its name blocked, unless it is deleted
@@ -80,22 +91,22 @@ class FoundryWorkspace(pulumi.ComponentResource):
 
         self.hub = ml.Workspace(
             "hub",
-            workspace_name=names.hub,
+            workspace_name=args.hub_name,
             kind="Hub",
-            friendly_name=f"Phi-3 fine-tuning hub ({names.hub})",
-            storage_account=foundation.storage_account.id,
-            key_vault=foundation.key_vault.id,
-            container_registry=foundation.container_registry.id,
-            application_insights=foundation.app_insights.id,
+            friendly_name=f"Phi-3 fine-tuning hub ({args.hub_name})",
+            storage_account=args.storage_account_id,
+            key_vault=args.key_vault_id,
+            container_registry=args.container_registry_id,
+            application_insights=args.app_insights_id,
             system_datastores_auth_mode=ml.SystemDatastoresAuthMode.IDENTITY,
             identity={"type": ml.ManagedServiceIdentityType.SYSTEM_ASSIGNED},
             **common,
         )
         self.project = ml.Workspace(
             "project",
-            workspace_name=names.project,
+            workspace_name=args.project_name,
             kind="Project",
-            friendly_name=f"Phi-3 fine-tuning project ({names.project})",
+            friendly_name=f"Phi-3 fine-tuning project ({args.project_name})",
             hub_resource_id=self.hub.id,
             # Serverless jobs run as a user-assigned identity of their workspace, never as its
             # system-assigned one (articles/machine-learning/how-to-use-serverless-compute.md,
@@ -107,7 +118,7 @@ class FoundryWorkspace(pulumi.ComponentResource):
             # machinelearningservices stable/2025-12-01 examples/Workspace/create.json).
             identity={
                 "type": ml.ManagedServiceIdentityType.SYSTEM_ASSIGNED_USER_ASSIGNED,
-                "user_assigned_identities": [job_identity_id],
+                "user_assigned_identities": [args.job_identity_id],
             },
             **common,
         )
