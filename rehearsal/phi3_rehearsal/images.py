@@ -289,7 +289,8 @@ def _exec_form(value: str) -> list[str]:
 def _copy_words(value: str, args: Mapping[str, str], env: Mapping[str, str]) -> list[str]:
     if value.lstrip().startswith("["):
         return [str(word) for word in json.loads(value)]
-    return list(WordSplitter(value, args=dict(args), envs=dict(env)).split())
+    words = WordSplitter(value, args=dict(args), envs=dict(env)).split()
+    return [word for word in words if word is not None]
 
 
 def _check_code_copy(image: Image, settings: DockerfileSettings) -> None:

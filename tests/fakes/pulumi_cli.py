@@ -154,13 +154,14 @@ def go_plain_scalar(text: str) -> Any:
 _PLAIN = "tag:phi3.test,2026:go-yaml-v3-plain"
 
 
-class _GoYamlLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
+class _GoYamlLoader(yaml.SafeLoader):
     """PyYAML's parser with yaml.v3's scalar resolution instead of YAML 1.1's."""
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         if kind is yaml.ScalarNode and implicit[0] and value != "<<":
             return _PLAIN
-        return super().resolve(kind, value, implicit)
+        # Resolver.resolve is unannotated in types-PyYAML.
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
 
 
 _GoYamlLoader.add_constructor(_PLAIN, lambda loader, node: go_plain_scalar(node.value))
