@@ -4,9 +4,12 @@ A stack's state stores each dynamic step's provider as a dill pickle that names 
 module path (pulumi/pulumi sdk/python/lib/pulumi/dynamic/dynamic.py, `serialize_provider`: a
 class defined in an importable module is pickled by reference), and the provider process of a
 later `pulumi destroy` unpickles it first, which imports that module and reads the attribute
-(CPython Lib/pickle.py, `Unpickler.find_class`). A stack brought up at 883d94d or earlier named
-the modules below; each old path is a module whose attributes are read from the new one (PEP 562
-module `__getattr__`). The next `pulumi up` stores the new paths.
+(CPython Lib/pickle.py, `Unpickler.find_class`). A stack brought up before d890579 named the
+modules below; each old path is a module whose attributes are read from the new one (PEP 562
+module `__getattr__`). A later `pulumi up` does not rewrite them: a step's diff compares its
+named inputs only (steps/base.py), so the engine keeps its old outputs, and the delete unpickles
+the provider stored there (pulumi/pulumi sdk/python/lib/pulumi/dynamic/__main__.py, `Delete`).
+The old paths stay in the state until each step is replaced or updated, so these stay too.
 """
 
 from __future__ import annotations
