@@ -34,6 +34,17 @@ def _imports(path: Path) -> Iterator[tuple[int, str]]:
             yield from ((node.lineno, f"{node.module}.{alias.name}") for alias in node.names)
 
 
+def _modules_imported_whole(path: Path) -> set[str]:
+    """`import a.b` and `from a import b`: the modules whose every name the code can reach."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
 def _modules() -> list[tuple[str, Path]]:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -72,14 +83,30 @@ def test_a_module_imports_only_its_own_layer_and_those_below(module: str, path: 
     assert not backward, f"the package imports what uses it: {backward}"
 
 
+def test_imports_are_absolute() -> None:
+    """The layer rules read module paths: a relative import would escape them."""
+    relative = [
+        f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
+        for _, path in _modules()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+    assert relative == []
+
+
 def test_only_the_composition_root_and_plan_time_helpers_read_the_stack_config() -> None:
-    """Components, steps and Azure operations take what they use (IDs in, IDs out)."""
+    """Components, steps and Azure operations take what they use (IDs in, IDs out): the config's
+    enums they may name, the configuration itself, or the config module whole, they may not."""
+    config_readers = {"StackConfig", "load_stack_config", "parse_stack_config", "config_from_flat"}
     readers = {
         module
         for module, path in _modules()
-        for _, imported in _imports(path)
-        if imported == "phi3_infra.config.StackConfig"
-        and _layer(module) in {"components", "steps", "azure", "catalog"}
+        if _layer(module) in {"components", "steps", "azure", "catalog"}
+        and (
+            {f"phi3_infra.config.{name}" for name in config_readers}
+            & {imported for _, imported in _imports(path)}
+            or "phi3_infra.config" in _modules_imported_whole(path)
+        )
     }
     assert readers == set()
 
