@@ -36,7 +36,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from phi3_infra.azure.api_versions import ML_API_VERSION
 from phi3_infra.azure.arm import ArmClient, Poll
 from phi3_infra.azure.credentials import credential_from_environment
-from phi3_infra.azure.waiting import poll_until_terminal
+from phi3_infra.azure.waiting import PROVISIONING_ENDED, poll_until_terminal
 from phi3_infra.config import EndpointAuthMode
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
@@ -47,7 +47,6 @@ ML_DATA_PLANE_SCOPE = "https://ml.azure.com/.default"
 # (serving_image/phi3_server/schemas.py ChatScoreRequest, app.py `score`).
 SMOKE_PROMPT = "What is the capital of France? Answer in one word."
 SMOKE_MAX_NEW_TOKENS = 16
-_PROVISIONED = frozenset({"Succeeded", "Failed", "Canceled"})
 _CONNECT_TIMEOUT_S = 30
 _EXCERPT_CHARS = 300
 
@@ -173,7 +172,7 @@ def check_rollout(client: ArmClient, target: RolloutTarget, poll: Poll) -> str:
             client,
             target.deployment_id,
             ML_API_VERSION,
-            _PROVISIONED,
+            PROVISIONING_ENDED,
             poll,
             f"deployment {target.name}",
             advice=f"Run `pulumi up` again once it is Succeeded. {target.logs_advice()}",

@@ -7,9 +7,7 @@ from typing import Any
 
 from phi3_infra.azure.api_versions import ML_API_VERSION
 from phi3_infra.azure.arm import ArmClient, OperationFailed, Poll
-from phi3_infra.azure.waiting import poll_until_terminal
-
-_PROVISIONED = frozenset({"Succeeded", "Failed", "Canceled"})
+from phi3_infra.azure.waiting import PROVISIONING_ENDED, poll_until_terminal
 
 
 def set_endpoint_traffic(
@@ -26,7 +24,7 @@ def set_endpoint_traffic(
         client,
         endpoint_id,
         ML_API_VERSION,
-        _PROVISIONED,
+        PROVISIONING_ENDED,
         poll,
         f"traffic update of {endpoint_id.rsplit('/', 1)[-1]}",
         advice=(

@@ -20,21 +20,13 @@ from phi3_infra.azure.arm import (
     ArmThrottledError,
     ArmUnavailableError,
     OperationFailed,
-    OperationTimedOut,
     Poll,
     timed_out,
 )
 
-__all__ = [
-    "OperationFailed",
-    "OperationTimedOut",
-    "Poll",
-    "cancel_job",
-    "poll_until_terminal",
-    "wait_for_job",
-]
-
 STUDIO_URL = "https://ml.azure.com"
+# Provisioning states after which an ML resource's provisioning has ended.
+PROVISIONING_ENDED = frozenset({"Succeeded", "Failed", "Canceled"})
 # Azure ML job statuses after which nothing changes any more.
 JOB_SUCCEEDED = frozenset({"Completed"})
 JOB_FAILED = frozenset({"Failed", "Canceled", "NotResponding"})

@@ -5,7 +5,8 @@ Each served (model, server environment) pair is its own deployment, named after 
 therefore a new deployment next to the one serving, never an in-place update of it:
 
 1. the new deployment is created (Azure waits for its readiness probe);
-2. `RolloutCheck` (rollout.py) confirms it is provisioned and answers one chat sent to it alone;
+2. `RolloutCheck` (steps/rollout_check.py) confirms it is provisioned and answers one chat sent
+   to it alone;
 3. `EndpointTraffic`, which depends on the check, is updated in place to put 100% on it;
 4. the old deployment, no longer declared, is deleted by the engine after every step succeeded
    (pulumi/pulumi pkg/resource/deploy/deployment_executor.go `performPostSteps`), by which time

@@ -33,7 +33,6 @@ from phi3_infra.azure.preflight.quota import (
     check_serving,
     check_sku,
     normalize_family,
-    usage_label,
 )
 from phi3_infra.azure.preflight.report import (
     Blocker,
@@ -84,5 +83,4 @@ __all__ = [
     "provider_blockers",
     "require_fit",
     "run_preflight",
-    "usage_label",
 ]
