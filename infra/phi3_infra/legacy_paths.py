@@ -10,6 +10,8 @@ module `__getattr__`). A later `pulumi up` does not rewrite them: a step's diff 
 named inputs only (steps/base.py), so the engine keeps its old outputs, and the delete unpickles
 the provider stored there (pulumi/pulumi sdk/python/lib/pulumi/dynamic/__main__.py, `Delete`).
 The old paths stay in the state until each step is replaced or updated, so these stay too.
+The targets are named as strings and imported only when an old path is: the one place the core
+reaches a layer above it (tests/infra/test_layers.py cannot see it).
 """
 
 from __future__ import annotations

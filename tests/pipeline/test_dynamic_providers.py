@@ -137,7 +137,7 @@ def test_the_program_imports_from_its_venv_alone(python: Path, tmp_path: Path) -
     assert result.stdout.strip() == "False"
 
 
-def test_a_built_package_carries_every_data_file(python: Path, tmp_path: Path) -> None:
+def test_a_built_package_carries_every_module_and_data_file(python: Path, tmp_path: Path) -> None:
     """Installed from a wheel instead of the checkout, phi3_infra still has every subpackage and
     finds its data files."""
     infra = program_layout().root / "infra"
